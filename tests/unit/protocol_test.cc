@@ -1,0 +1,542 @@
+// Control protocol: round trips, golden wire bytes, and every way a peer can
+// send us something wrong.
+#include "core/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+namespace slr::proto {
+namespace {
+
+std::string toHex(std::span<const std::byte> b) {
+  static const char* x = "0123456789abcdef";
+  std::string s;
+  for (auto v : b) {
+    s += x[uint8_t(v) >> 4];
+    s += x[uint8_t(v) & 15];
+  }
+  return s;
+}
+
+std::span<const std::byte> bodyOf(const std::vector<std::byte>& frame) {
+  return std::span<const std::byte>(frame).subspan(kHeaderSize);
+}
+
+Hello sampleHello() {
+  Hello h;
+  h.role = Role::kHost;
+  h.name = "host1";
+  h.tunnel_address = *IpAddress::parse("10.0.3.11");
+  h.update_interval_ms = 1000;
+  h.capabilities = kCapKernelTunnel | kCapUserspaceTunnel;
+  return h;
+}
+
+Update sampleUpdate() {
+  Update u;
+  u.seq = 7;
+  u.entries.push_back({*Prefix::parse("10.100.0.0/24"), 0.5, true});
+  return u;
+}
+
+// Offset of entry i's first byte inside an UPDATE body.
+constexpr size_t entryOff(size_t i) { return 6 + i * 23; }
+
+// ---- golden vectors: these bytes ARE the wire format; change them only with a version bump ----
+
+TEST(ProtocolGolden, Hello) {
+  auto bytes = encode(sampleHello());
+  EXPECT_EQ(toHex(bytes),
+            "534c0101" "00000020"                      // magic, v1, HELLO, len 32
+            "01" "05" "686f737431"                     // role host, name "host1"
+            "04" "0a00030b" "000000000000000000000000" // IPv4 10.0.3.11
+            "000003e8"                                 // 1000 ms
+            "00000003");                               // kernel | userspace
+  auto h = decodeHello(bodyOf(bytes));
+  ASSERT_TRUE(h.ok()) << h.error().message();
+  EXPECT_EQ(*h, sampleHello());
+}
+
+TEST(ProtocolGolden, Update) {
+  auto bytes = encode(sampleUpdate());
+  EXPECT_EQ(toHex(bytes),
+            "534c0103" "0000001d"                      // magic, v1, UPDATE, len 29
+            "00000007" "0001"                          // seq 7, 1 entry
+            "04" "18" "0a640000" "000000000000000000000000"  // 10.100.0.0/24
+            "0007a120"                                 // load 0.5 = 500000 micro
+            "01");                                     // available
+  auto u = decodeUpdate(bodyOf(bytes));
+  ASSERT_TRUE(u.ok()) << u.error().message();
+  EXPECT_EQ(*u, sampleUpdate());
+}
+
+// ---- round trips ----
+
+TEST(ProtocolRoundTrip, HelloV6AndSlrRole) {
+  Hello h = sampleHello();
+  h.role = Role::kSlr;
+  h.name = std::string(64, 'a');
+  h.name[3] = '.';
+  h.name[10] = '_';
+  h.name[20] = '-';
+  h.tunnel_address = *IpAddress::parse("fd00::1:2");
+  h.update_interval_ms = kMaxIntervalMs;
+  h.capabilities = 0xffffffff;  // unknown bits are accepted
+  ASSERT_TRUE(validate(h).ok());
+  auto d = decodeHello(bodyOf(encode(h)));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, h);
+}
+
+TEST(ProtocolRoundTrip, HelloAck) {
+  HelloAck a{"slr1", *IpAddress::parse("10.0.2.2"), 3000};
+  ASSERT_TRUE(validate(a).ok());
+  auto bytes = encode(a);
+  EXPECT_EQ(bytes.size(), kHeaderSize + 22 + 4);
+  EXPECT_EQ(uint8_t(bytes[3]), uint8_t(MsgType::kHelloAck));
+  auto d = decodeHelloAck(bodyOf(bytes));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, a);
+}
+
+TEST(ProtocolRoundTrip, UpdateManyEntries) {
+  Update u;
+  u.seq = 0xfffffffe;
+  for (size_t i = 0; i < kMaxEntries; ++i) {
+    SubnetLoad e;
+    if (i % 2) e.prefix = *Prefix::parse("fd00:" + std::to_string(i) + "::/32");
+    else e.prefix = *Prefix::parse("10." + std::to_string(i % 256) + ".0.0/16");
+    e.load = double(i) * 1.25;
+    e.available = i % 3 != 0;
+    u.entries.push_back(e);
+  }
+  u.entries[0].load = kMaxLoad;
+  u.entries[2].prefix = *Prefix::parse("0.0.0.0/0");
+  u.entries[4].prefix = *Prefix::parse("10.1.2.3/32");
+  u.entries[1].prefix = *Prefix::parse("fd00::1/128");
+  ASSERT_TRUE(validate(u).ok()) << validate(u).error().message();
+  auto bytes = encode(u);
+  EXPECT_EQ(bytes.size(), kHeaderSize + 6 + kMaxEntries * 23);
+  auto d = decodeUpdate(bodyOf(bytes));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, u);
+}
+
+TEST(ProtocolRoundTrip, EmptyUpdateIsAKeepalive) {
+  Update u;
+  u.seq = 1;
+  auto d = decodeUpdate(bodyOf(encode(u)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(*d, u);
+}
+
+TEST(ProtocolRoundTrip, Error) {
+  for (ErrorMsg m : {ErrorMsg{kNotAuthorised, "host 'h9' is not configured"}, ErrorMsg{kSubnetNotAuthorised, ""},
+                     ErrorMsg{kProtocolError, std::string(kMaxErrorText, '~')},
+                     ErrorMsg{kNameMismatch, "hello name 'a' != certificate CN 'b'"}}) {
+    ASSERT_TRUE(validate(m).ok());
+    auto d = decodeError(bodyOf(encode(m)));
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    EXPECT_EQ(*d, m);
+  }
+}
+
+TEST(ProtocolRoundTrip, GenericDecodeDispatches) {
+  std::vector<Message> msgs = {sampleHello(), HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000},
+                               sampleUpdate(), ErrorMsg{kProtocolError, "bye"}};
+  FrameReader r;
+  for (const auto& m : msgs) {
+    auto b = encode(m);
+    ASSERT_EQ(r.append(b), b.size());
+  }
+  for (const auto& m : msgs) {
+    auto f = r.next();
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(f->has_value());
+    auto d = decode(**f);
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    EXPECT_EQ(*d, m);
+  }
+}
+
+TEST(ProtocolRoundTrip, LoadResolution) {
+  EXPECT_EQ(loadToMicro(0.0), 0u);
+  EXPECT_EQ(loadToMicro(1.0), 1000000u);
+  EXPECT_EQ(loadToMicro(0.0000004), 0u);
+  EXPECT_EQ(loadToMicro(0.0000006), 1u);
+  EXPECT_EQ(loadToMicro(kMaxLoad), 4294967295u);
+  EXPECT_FALSE(loadToMicro(-0.1));
+  EXPECT_FALSE(loadToMicro(4294.9673));
+  EXPECT_FALSE(loadToMicro(std::nan("")));
+  EXPECT_FALSE(loadToMicro(std::numeric_limits<double>::infinity()));
+}
+
+// ---- malformed input ----
+
+void expectError(const Status& s, std::string_view needle) {
+  ASSERT_FALSE(s.ok()) << "expected error containing: " << needle;
+  EXPECT_NE(s.error().detail.find(needle), std::string::npos) << s.error().detail;
+}
+template <typename T>
+void expectError(const Result<T>& r, std::string_view needle) {
+  ASSERT_FALSE(r.ok()) << "expected error containing: " << needle;
+  EXPECT_NE(r.error().detail.find(needle), std::string::npos) << r.error().detail;
+  EXPECT_EQ(r.error().op, "control protocol");
+}
+
+TEST(ProtocolMalformed, TruncatedAtEveryLength) {
+  std::vector<std::vector<std::byte>> frames = {encode(sampleHello()),
+                                                encode(HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000}),
+                                                encode(sampleUpdate()), encode(ErrorMsg{3, "nope"})};
+  for (const auto& f : frames) {
+    auto body = bodyOf(f);
+    for (size_t n = 0; n < body.size(); ++n) {
+      auto part = body.first(n);
+      auto type = MsgType(uint8_t(f[3]));
+      auto d = decode(Frame{type, {part.begin(), part.end()}});
+      EXPECT_FALSE(d.ok()) << typeName(type) << " truncated to " << n;
+    }
+    // one extra byte is just as wrong
+    std::vector<std::byte> longer(body.begin(), body.end());
+    longer.push_back(std::byte{0});
+    auto d = decode(Frame{MsgType(uint8_t(f[3])), longer});
+    ASSERT_FALSE(d.ok());
+    EXPECT_NE(d.error().detail.find("!= expected"), std::string::npos) << d.error().detail;
+
+    // And the FrameReader waits (nullopt) for every proper prefix of the frame.
+    for (size_t n = 0; n < f.size(); ++n) {
+      FrameReader r;
+      r.append(std::span(f).first(n));
+      auto x = r.next();
+      ASSERT_TRUE(x.ok()) << n;
+      EXPECT_FALSE(x->has_value()) << n;
+    }
+  }
+}
+
+TEST(ProtocolMalformed, BodyLengthMessages) {
+  auto hello = encode(sampleHello());
+  auto body = bodyOf(hello);
+  std::vector<std::byte> b(body.begin(), body.begin() + 30);
+  expectError(decodeHello(b), "hello: body length 30 != expected 32");
+  expectError(decodeHello(std::span(b).first(3)), "hello: body length 3 < minimum 27");
+  auto update = encode(sampleUpdate());
+  auto ub = bodyOf(update);
+  expectError(decodeUpdate(ub.first(12)), "update: body length 12 != expected 29");
+  expectError(decodeUpdate(ub.first(5)), "update: body length 5 < minimum 6");
+}
+
+TEST(ProtocolMalformed, HelloFields) {
+  auto mutate = [](auto f) {
+    auto bytes = encode(sampleHello());
+    std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+    f(body);
+    return decodeHello(body);
+  };
+  expectError(mutate([](auto& b) { b[0] = std::byte{3}; }), "role 3");
+  expectError(mutate([](auto& b) { b[2] = std::byte{'/'}; }), "hello: name has invalid character '/'");
+  expectError(mutate([](auto& b) { b[2] = std::byte{0}; }), "invalid character 0x00");
+  expectError(mutate([](auto& b) { b[7] = std::byte{5}; }), "address family 5 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[7] = std::byte{0}; }), "address family 0");
+  expectError(mutate([](auto& b) { b[8 + 4] = std::byte{1}; }), "IPv4 address has non-zero byte 4");
+  expectError(mutate([](auto& b) {
+                for (int i = 0; i < 4; ++i) b[8 + i] = std::byte{0};
+              }),
+              "unspecified");
+  expectError(mutate([](auto& b) {
+                for (int i = 0; i < 4; ++i) b[24 + i] = std::byte{0};
+              }),
+              "update interval ms 0 out of range");
+  expectError(mutate([](auto& b) {
+                for (int i = 0; i < 4; ++i) b[24 + i] = std::byte{0xff};
+              }),
+              "update interval ms 4294967295 out of range 1..3600000000");
+  // name_len 0
+  Hello h = sampleHello();
+  h.name = "";
+  expectError(validate(h), "name is empty");
+  auto e = encode(h);
+  expectError(decodeHello(bodyOf(e)), "name is empty");
+  // 65-byte name: validate refuses; on the wire (hand-built) the decoder refuses.
+  h.name = std::string(65, 'x');
+  expectError(validate(h), "name length 65 > 64");
+  std::vector<std::byte> body = {std::byte{1}, std::byte{65}};
+  for (int i = 0; i < 65; ++i) body.push_back(std::byte{'x'});
+  auto hello = encode(sampleHello());
+  auto tail = bodyOf(hello).subspan(2 + 5);
+  body.insert(body.end(), tail.begin(), tail.end());
+  expectError(decodeHello(body), "name length 65 > 64");
+}
+
+TEST(ProtocolMalformed, UpdateFields) {
+  Update u = sampleUpdate();
+  u.entries.push_back({*Prefix::parse("10.101.0.0/24"), 0.25, false});
+  u.entries.push_back({*Prefix::parse("10.102.0.0/24"), 0.25, false});
+  u.entries.push_back({*Prefix::parse("fd00::/64"), 0.25, false});
+  auto mutate = [&](auto f) {
+    auto bytes = encode(u);
+    std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+    f(body);
+    return decodeUpdate(body);
+  };
+  ASSERT_TRUE(mutate([](auto&) {}).ok());
+  expectError(mutate([](auto& b) { b[entryOff(3) + 1] = std::byte{129}; }),
+              "update entry 3: prefix length 129 > 128 for IPv6");
+  expectError(mutate([](auto& b) {
+                b[entryOff(3)] = std::byte{4};
+                b[entryOff(3) + 1] = std::byte{40};
+              }),
+              "update entry 3: prefix length 40 > 32 for IPv4");
+  expectError(mutate([](auto& b) { b[entryOff(1)] = std::byte{5}; }),
+              "update entry 1: address family 5 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[entryOff(2) + 2 + 3] = std::byte{1}; }),
+              "update entry 2: prefix 10.102.0.1/24 has host bits set");
+  expectError(mutate([](auto& b) { b[entryOff(2) + 2 + 9] = std::byte{1}; }),
+              "update entry 2: IPv4 address has non-zero byte 9");
+  expectError(mutate([](auto& b) { b[entryOff(0) + 22] = std::byte{3}; }),
+              "update entry 0: reserved flag bits set (flags 0x03)");
+  // count 1025 with a matching body length is refused for the count.
+  std::vector<std::byte> big(6 + 1025 * 23);
+  big[4] = std::byte{0x04};
+  big[5] = std::byte{0x01};
+  expectError(decodeUpdate(big), "update: entry count 1025 > 1024");
+  // count says 5 but 4 entries present
+  expectError(mutate([](auto& b) { b[5] = std::byte{5}; }), "update: body length 98 != expected 121");
+
+  // Sender-side checks.
+  Update bad = sampleUpdate();
+  bad.entries[0].load = std::nan("");
+  expectError(validate(bad), "update entry 0: load is NaN");
+  bad.entries[0].load = -1;
+  expectError(validate(bad), "out of range");
+  bad.entries[0].load = std::numeric_limits<double>::infinity();
+  expectError(validate(bad), "load is infinite");
+  bad.entries[0].load = 1;
+  bad.entries[0].prefix.len = 40;
+  expectError(validate(bad), "update entry 0: prefix length 40 > 32 for IPv4");
+  bad.entries[0].prefix = Prefix{*IpAddress::parse("10.100.0.1"), 24};
+  expectError(validate(bad), "host bits set");
+  bad.entries.assign(1025, sampleUpdate().entries[0]);
+  expectError(validate(bad), "update: entry count 1025 > 1024");
+  // The encoder never emits something a decoder refuses at the framing level.
+  auto enc = encode(bad);
+  EXPECT_EQ(enc.size(), kHeaderSize + 6 + 1024 * 23);
+  Update nan = sampleUpdate();
+  nan.entries[0].load = std::nan("");
+  auto d = decodeUpdate(bodyOf(encode(nan)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->entries[0].load, 0.0);
+}
+
+TEST(ProtocolMalformed, ErrorFields) {
+  std::vector<std::byte> b = {std::byte{0}, std::byte{3}, std::byte{0}, std::byte{2}, std::byte{'o'},
+                              std::byte{'\n'}};
+  expectError(decodeError(b), "error: text has non-printable character 0x0a at offset 1");
+  std::vector<std::byte> big(4 + 1025, std::byte{'a'});
+  big[0] = std::byte{0};
+  big[1] = std::byte{3};
+  big[2] = std::byte{0x04};
+  big[3] = std::byte{0x01};
+  expectError(decodeError(big), "error: text length 1025 > 1024");
+  expectError(validate(ErrorMsg{3, std::string(1025, 'a')}), "text length 1025 > 1024");
+  std::string dirty = "CN 'h\x01\xc3\xa9'\n" + std::string(2000, 'x');
+  auto clean = sanitizeText(dirty);
+  EXPECT_EQ(clean.size(), kMaxErrorText);
+  EXPECT_EQ(clean.substr(0, 10), "CN 'h" + std::string(3, '?') + "'?");
+  EXPECT_TRUE(validate(ErrorMsg{3, clean}).ok());
+}
+
+TEST(ProtocolMalformed, HelloAckFields) {
+  HelloAck a{"slr1", *IpAddress::parse("10.0.2.2"), 3000};
+  auto bytes = encode(a);
+  std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+  body[body.size() - 1] = std::byte{0};
+  body[body.size() - 2] = std::byte{0};
+  expectError(decodeHelloAck(body), "hello_ack: hold time ms 0 out of range");
+  a.tunnel_source = IpAddress{};
+  expectError(validate(a), "tunnel source: address family 0");
+}
+
+// ---- FrameReader ----
+
+Status feedAll(FrameReader& r, std::span<const std::byte> data, std::vector<Frame>& out) {
+  while (true) {
+    data = data.subspan(r.append(data));
+    for (;;) {
+      auto f = r.next();
+      if (!f.ok()) return f.error();
+      if (!f->has_value()) break;
+      out.push_back(std::move(**f));
+    }
+    if (data.empty()) return Ok{};
+  }
+}
+
+std::vector<std::byte> headerBytes(uint8_t m0, uint8_t m1, uint8_t ver, uint8_t type, uint32_t len) {
+  return {std::byte{m0},        std::byte{m1},        std::byte{ver},       std::byte{type},
+          std::byte(len >> 24), std::byte(len >> 16), std::byte(len >> 8), std::byte(len)};
+}
+
+TEST(FrameReader, BadHeaders) {
+  struct Case {
+    std::vector<std::byte> bytes;
+    std::string_view error;
+  } cases[] = {
+      {headerBytes('X', 'L', 1, 1, 0), "bad magic byte 0: 0x58"},
+      {headerBytes('S', 'X', 1, 1, 0), "bad magic byte 1: 0x58"},
+      {headerBytes('S', 'L', 2, 1, 0), "unsupported protocol version 2 (this build speaks version 1)"},
+      {headerBytes('S', 'L', 1, 99, 0), "unknown message type 99"},
+      {headerBytes('S', 'L', 1, 0, 0), "unknown message type 0"},
+      {headerBytes('S', 'L', 1, 3, 1u << 20), "frame body length 1048576 > maximum 65536"},
+      {headerBytes('S', 'L', 1, 3, 65537), "frame body length 65537 > maximum 65536"},
+  };
+  for (const auto& c : cases) {
+    FrameReader r;
+    std::vector<Frame> got;
+    auto s = feedAll(r, c.bytes, got);
+    expectError(s, c.error);
+    EXPECT_TRUE(r.failed());
+    // sticky: a good frame afterwards does not help
+    auto good = encode(sampleUpdate());
+    EXPECT_EQ(r.append(good), 0u);
+    expectError(r.next(), c.error);
+  }
+  // Garbage is refused from its first byte, before a whole header arrives.
+  FrameReader r;
+  std::byte one{0x47};
+  r.append(std::span(&one, 1));
+  expectError(r.next(), "bad magic byte 0: 0x47");
+}
+
+TEST(FrameReader, MaxBodyAccepted) {
+  std::vector<std::byte> body(kMaxBody, std::byte{0xab});
+  auto f = encodeFrame(MsgType::kUpdate, body);
+  ASSERT_EQ(f.size(), FrameReader::kCapacity);
+  FrameReader r;
+  // preceded by a small frame so the big one straddles a compaction
+  auto small = encode(sampleHello());
+  std::vector<std::byte> stream(small);
+  stream.insert(stream.end(), f.begin(), f.end());
+  stream.insert(stream.end(), small.begin(), small.end());
+  std::vector<Frame> got;
+  ASSERT_TRUE(feedAll(r, stream, got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[1].body, body);
+  EXPECT_EQ(got[2].type, MsgType::kHello);
+  EXPECT_EQ(r.buffered(), 0u);
+  auto d = decode(got[1]);
+  EXPECT_FALSE(d.ok());  // 65536 bytes is not a valid UPDATE body
+}
+
+TEST(FrameReader, BufferIsBounded) {
+  FrameReader r;
+  std::vector<std::byte> lots(3 * FrameReader::kCapacity);
+  // valid header claiming max body, then zeros
+  auto h = headerBytes('S', 'L', 1, 4, kMaxBody);
+  std::copy(h.begin(), h.end(), lots.begin());
+  EXPECT_EQ(r.append(lots), FrameReader::kCapacity);
+  EXPECT_EQ(r.buffered(), FrameReader::kCapacity);
+  EXPECT_EQ(r.append(lots), 0u);
+  EXPECT_TRUE(r.writeSpace().empty());
+  auto f = r.next();
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(f->has_value());
+  EXPECT_EQ(r.buffered(), 0u);
+  EXPECT_EQ(r.writeSpace().size(), FrameReader::kCapacity);
+}
+
+std::vector<std::byte> severalFrames() {
+  std::vector<std::byte> s;
+  auto add = [&](std::vector<std::byte> b) { s.insert(s.end(), b.begin(), b.end()); };
+  add(encode(sampleHello()));
+  add(encode(HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000}));
+  for (uint32_t i = 0; i < 50; ++i) {
+    Update u = sampleUpdate();
+    u.seq = i;
+    for (uint32_t k = 0; k < i; ++k) u.entries.push_back({*Prefix::parse("fd00::/16"), k * 0.001, k % 2 == 0});
+    add(encode(u));
+  }
+  add(encode(ErrorMsg{kNameMismatch, "bye"}));
+  return s;
+}
+
+void checkSeveral(const std::vector<Frame>& got) {
+  ASSERT_EQ(got.size(), 53u);
+  EXPECT_EQ(got[0].type, MsgType::kHello);
+  EXPECT_EQ(got[1].type, MsgType::kHelloAck);
+  for (uint32_t i = 0; i < 50; ++i) {
+    auto u = decodeUpdate(got[2 + i].body);
+    ASSERT_TRUE(u.ok()) << u.error().message();
+    EXPECT_EQ(u->seq, i);
+    EXPECT_EQ(u->entries.size(), i + 1);
+  }
+  auto e = decodeError(got[52].body);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->code, kNameMismatch);
+}
+
+TEST(FrameReader, OneByteAtATime) {
+  auto s = severalFrames();
+  FrameReader r;
+  std::vector<Frame> got;
+  for (auto b : s) ASSERT_TRUE(feedAll(r, std::span(&b, 1), got).ok());
+  checkSeveral(got);
+}
+
+TEST(FrameReader, BigChunks) {
+  auto s = severalFrames();
+  for (size_t chunk : {size_t(7), size_t(100), size_t(4096), s.size()}) {
+    FrameReader r;
+    std::vector<Frame> got;
+    for (size_t off = 0; off < s.size(); off += chunk)
+      ASSERT_TRUE(feedAll(r, std::span(s).subspan(off, std::min(chunk, s.size() - off)), got).ok());
+    checkSeveral(got);
+  }
+}
+
+TEST(FrameReader, ZeroCopyWriteSpace) {
+  auto s = severalFrames();
+  FrameReader r;
+  std::vector<Frame> got;
+  size_t off = 0;
+  while (off < s.size()) {
+    auto space = r.writeSpace();
+    size_t n = std::min<size_t>({space.size(), s.size() - off, 333});
+    std::copy_n(s.begin() + off, n, space.begin());
+    r.commit(n);
+    off += n;
+    for (;;) {
+      auto f = r.next();
+      ASSERT_TRUE(f.ok());
+      if (!f->has_value()) break;
+      got.push_back(std::move(**f));
+    }
+  }
+  checkSeveral(got);
+}
+
+TEST(FrameReader, RandomGarbageNeverCrashes) {
+  std::mt19937 rng(42);
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::vector<std::byte> g(rng() % 200);
+    for (auto& b : g) b = std::byte(uint8_t(rng()));
+    if (iter % 2) {  // make half of them look like frames so bodies get decoded
+      auto h = headerBytes('S', 'L', 1, uint8_t(1 + rng() % 4), uint32_t(g.size()));
+      g.insert(g.begin(), h.begin(), h.end());
+    }
+    FrameReader r;
+    std::vector<Frame> got;
+    (void)feedAll(r, g, got);
+    for (const auto& f : got) (void)decode(f);
+    for (auto fn : {decodeHello}) (void)fn(g);
+    (void)decodeHelloAck(g);
+    (void)decodeUpdate(g);
+    (void)decodeError(g);
+  }
+}
+
+}  // namespace
+}  // namespace slr::proto
