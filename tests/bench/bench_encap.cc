@@ -136,4 +136,4 @@ BENCHMARK(BM_InternetChecksum)->Arg(20)->Arg(1400);
 }  // namespace
 }  // namespace slr
 
-BENCHMARK_MAIN();
+// main() comes from benchmark_main (one binary for all benchmarks).
