@@ -282,9 +282,14 @@ Objects buildObjects(const HostRules& h) {
     char ifname[IFNAMSIZ] = {0};  // compared as the kernel stores it: 16 bytes, NUL padded
     std::memcpy(ifname, h.tunnel_device.data(), std::min(h.tunnel_device.size(), sizeof ifname - 1));
     cmp(r.get(), NFT_CMP_NEQ, ifname, sizeof ifname);
+    // Loopback can only carry what this host itself sent (health checks,
+    // local clients of the service), never a spoofed outside packet.
+    metaLoad(r.get(), NFT_META_IIFNAME);
+    char lo[IFNAMSIZ] = {'l', 'o'};
+    cmp(r.get(), NFT_CMP_NEQ, lo, sizeof lo);
     counterDrop(r.get());
-    o.rules.push_back(
-        {std::move(r), "ip daddr @vips iifname != \"" + h.tunnel_device + "\" counter drop"});
+    o.rules.push_back({std::move(r), "ip daddr @vips iifname != \"" + h.tunnel_device +
+                                         "\" iifname != \"lo\" counter drop"});
   }
   return o;
 }

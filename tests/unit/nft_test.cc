@@ -1,6 +1,8 @@
 // nf_tables host filter: golden text of what is built (no root), and what the
 // kernel accepts and enforces (root, scratch network namespace).
 #include "core/nft.h"
+#include "core/packet.h"
+#include "core/tun.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -79,7 +81,7 @@ TEST(NftBuild, GoldenText) {
       "  [ counter pkts 0 bytes 0 ]\n"
       "  [ immediate reg 0 drop ]\n"
       "\n"
-      "rule # ip daddr @vips iifname != \"slrt0\" counter drop\n"
+      "rule # ip daddr @vips iifname != \"slrt0\" iifname != \"lo\" counter drop\n"
       "inet slrctl_host input\n"
       "  [ meta load nfproto => reg 1 ]\n"
       "  [ cmp eq reg 1 0x00000002 ]\n"
@@ -87,6 +89,8 @@ TEST(NftBuild, GoldenText) {
       "  [ lookup reg 1 set vips ]\n"
       "  [ meta load iifname => reg 1 ]\n"
       "  [ cmp neq reg 1 0x74726c73 0x00000030 0x00000000 0x00000000 ]\n"
+      "  [ meta load iifname => reg 1 ]\n"
+      "  [ cmp neq reg 1 0x00006f6c 0x00000000 0x00000000 0x00000000 ]\n"
       "  [ counter pkts 0 bytes 0 ]\n"
       "  [ immediate reg 0 drop ]\n"
       "\n";
@@ -135,7 +139,7 @@ TEST(NftBuild, BatchShapeAndNames) {
       "NFT_MSG_NEWSETELEM inet slrctl_host set tunnel_peers (1 keys)",
       "NFT_MSG_NEWCHAIN inet slrctl_host chain input (hook input priority -10)",
       "NFT_MSG_NEWRULE inet slrctl_host chain input rule 1 'ip protocol 4 ip saddr != @tunnel_peers counter drop'",
-      "NFT_MSG_NEWRULE inet slrctl_host chain input rule 2 'ip daddr @vips iifname != \"slrt0\" counter drop'",
+      "NFT_MSG_NEWRULE inet slrctl_host chain input rule 2 'ip daddr @vips iifname != \"slrt0\" iifname != \"lo\" counter drop'",
       "NFNL_MSG_BATCH_END",
   };
   EXPECT_EQ(whats, expected);
@@ -208,7 +212,7 @@ TEST(NftRoot, ApplyListReapplyDelete) {
   EXPECT_NE(listing.find("ip protocol ipencap ip saddr != @tunnel_peers counter packets 0 bytes 0 drop"),
             std::string::npos)
       << listing;
-  EXPECT_NE(listing.find("ip daddr @vips iifname != \"slrt0\" counter packets 0 bytes 0 drop"),
+  EXPECT_NE(listing.find("ip daddr @vips iifname != \"slrt0\" iifname != \"lo\" counter packets 0 bytes 0 drop"),
             std::string::npos)
       << listing;
 
@@ -285,8 +289,8 @@ TEST(NftRoot, RulesDropWhatTheyShould) {
   REQUIRE_SCRATCH_NETNS();
   HostRules h = sample();
   ASSERT_TRUE(applyHostRules(h).ok());
-  // The VIP subnet is local here (as on a host), so a datagram to a VIP sent
-  // over loopback reaches the input hook with iifname "lo": not via the tunnel.
+  // The VIP subnet is local here (as on a host).  A datagram to a VIP sent
+  // over loopback was sent by this host itself: accepted.
   nl::RouteSpec local;
   local.dst = pfx("10.100.0.0/24");
   local.ifindex = 1;
@@ -301,6 +305,25 @@ TEST(NftRoot, RulesDropWhatTheyShould) {
   to.sin_port = htons(9);
   inet_pton(AF_INET, "10.100.0.10", &to.sin_addr);
   ASSERT_EQ(sendto(udp.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof to), 1);
+
+  // The same datagram arriving from outside on an interface that is not the
+  // tunnel device (a TUN standing in for an uplink): dropped and counted.
+  auto tun = openTun("probe0");
+  ASSERT_TRUE(tun.ok()) << tun.error().message();
+  auto probe = nl::linkIndex("probe0");
+  ASSERT_TRUE(probe.ok());
+  ASSERT_TRUE(nl::linkSetUp(*probe).ok());
+  std::byte pkt[29] = {};
+  Ipv4HeaderFields f;
+  f.total_length = sizeof pkt;
+  f.protocol = kProtoUdp;
+  f.src = 0x0a090909;  // 10.9.9.9
+  f.dst = 0x0a64000a;  // 10.100.0.10
+  ASSERT_EQ(writeIpv4Header(pkt, f), 20u);
+  store16(pkt + 20, 4000);
+  store16(pkt + 22, 9);
+  store16(pkt + 24, 9);
+  ASSERT_EQ(write(tun->get(), pkt, sizeof pkt), ssize_t(sizeof pkt));
 
   // An IP-in-IP packet from 127.0.0.1, which is not a registered SLR.
   UniqueFd raw(socket(AF_INET, SOCK_RAW, IPPROTO_IPIP));
