@@ -1,0 +1,71 @@
+#pragma once
+// The SLR's side of the control channel: a TLS 1.3 listener with mutual
+// certificate authentication, driven by one poll loop on the control thread.
+// Hosts say HELLO (identity = certificate CN, which must be a configured
+// [[host]] and equal the HELLO name), then send periodic UPDATEs whose
+// subnets must be authorised for them.  Every refusal is counted by reason,
+// answered with an ERROR frame where the peer can still read one, and logged
+// with the peer's address.  Garbage never reaches the registry.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/fd.h"
+#include "core/protocol.h"
+#include "core/tls.h"
+#include "slr/registry.h"
+
+namespace slr::router {
+
+#define SLR_CONTROL_REFUSALS(X) \
+  X(untrusted_certificate)      \
+  X(not_authorised)             \
+  X(subnet_not_authorised)      \
+  X(name_mismatch)              \
+  X(protocol_error)             \
+  X(tls_error)                  \
+  X(timeout)
+
+struct ControlCounters {
+#define SLR_X(name) std::atomic<uint64_t> name{0};
+  SLR_CONTROL_REFUSALS(SLR_X)
+#undef SLR_X
+  std::atomic<uint64_t> accepted{0};     // TCP connections accepted
+  std::atomic<uint64_t> registered{0};   // HELLOs accepted
+  std::atomic<uint64_t> updates{0};      // UPDATEs applied
+};
+
+class ControlServer {
+ public:
+  ControlServer(const config::SlrConfig& cfg, tls::Context ctx, HostRegistry& registry);
+  ~ControlServer();
+
+  Status listen();
+  // One poll round: waits at most timeout_ms for socket activity.
+  void poll(int timeout_ms);
+  const ControlCounters& counters() const { return counters_; }
+  size_t connections() const { return conns_.size(); }
+
+ private:
+  struct Conn;
+  void accept();
+  void onReadable(Conn& c);
+  void onFrame(Conn& c, const proto::Frame& f);
+  void handshake(Conn& c);
+  void send(Conn& c, std::vector<std::byte> bytes);
+  void refuse(Conn& c, uint16_t code, const std::string& why, std::atomic<uint64_t>& counter);
+  void flushOut(Conn& c);
+
+  const config::SlrConfig& cfg_;
+  tls::Context ctx_;
+  HostRegistry& registry_;
+  UniqueFd listen_fd_;
+  std::list<std::unique_ptr<Conn>> conns_;
+  ControlCounters counters_;
+};
+
+}  // namespace slr::router

@@ -1,0 +1,62 @@
+#pragma once
+// Data-path counters.  Each worker owns one cache-line-aligned block and is
+// its only writer (relaxed load+store, no lock prefix, no sharing between
+// cores); the control thread sums the blocks for status output.
+#include <atomic>
+#include <cstdint>
+
+#include "core/packet.h"
+
+namespace slr::router {
+
+// Drop reasons beyond parse errors.  Declared once; names are the status
+// output's labels.
+#define SLR_DROP_REASONS(X)                                                        \
+  X(not_vip)      /* destination in no configured VIP subnet */                    \
+  X(no_host)      /* VIP has no available next hop */                             \
+  X(table_full)   /* flow table full and on_full = "drop" */                       \
+  X(too_big)      /* inner + tunnel header exceeds the tunnel MTU (DF: ICMP sent) */ \
+  X(tx_error)     /* sendmmsg failed for the packet */                            \
+  X(rx_truncated) /* TUN read filled the whole buffer */
+
+enum class Drop : uint8_t {
+#define SLR_X(name) k_##name,
+  SLR_DROP_REASONS(SLR_X)
+#undef SLR_X
+  kCount
+};
+
+inline const char* dropName(Drop d) {
+  static constexpr const char* kNames[] = {
+#define SLR_X(name) #name,
+      SLR_DROP_REASONS(SLR_X)
+#undef SLR_X
+  };
+  return kNames[static_cast<int>(d)];
+}
+
+using Counter = std::atomic<uint64_t>;
+inline void bump(Counter& c, uint64_t n = 1) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+inline uint64_t read(const Counter& c) { return c.load(std::memory_order_relaxed); }
+
+struct alignas(64) WorkerCounters {
+  Counter rx_packets{0}, rx_bytes{0};
+  Counter tx_packets{0}, tx_bytes{0};
+  Counter flows_created{0};
+  Counter flows_rerouted{0};        // flow's host went away; re-selected
+  Counter stateless_forwarded{0};   // table full, forwarded by consistent hash
+  Counter icmp_too_big_sent{0};
+  Counter active_flows{0};          // table size after the last batch
+  Counter flows_expired{0};
+  Counter table_full{0};
+  Counter parse_drops[static_cast<int>(ParseError::kCount)]{};
+  Counter drops[static_cast<int>(Drop::kCount)]{};
+};
+
+struct alignas(64) ObjectCounters {  // per VIP and per host
+  Counter packets{0}, bytes{0}, flows{0};
+};
+
+}  // namespace slr::router

@@ -1,0 +1,66 @@
+#pragma once
+// What the workers forward by: an immutable snapshot built by the control
+// thread every recompute interval (the seed's Fig. 9 table update) and handed
+// to the workers without locks on the packet path: a worker compares one
+// atomic generation number per batch and takes the mutex only when it
+// changed, i.e. once per rebuild.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/net_types.h"
+#include "core/policy.h"
+
+namespace slr::router {
+
+// One advertised virtual subnet and how new flows to it are spread.
+struct RouteEntry {
+  Prefix prefix;
+  uint32_t net = 0, mask = 0;  // IPv4 host order, for the per-packet match
+  Selection selection;         // the policy's choice (least cost, WRR, Maglev)
+  Selection stateless;         // Maglev over the same hosts: used when the flow table is full
+};
+
+struct NextHop {
+  uint32_t tunnel_v4 = 0;  // host order; 0 = not reachable now
+  bool up = false;
+};
+
+struct ForwardingSnapshot {
+  uint64_t generation = 0;
+  // Longest prefix first, so the first match is the most specific.
+  std::vector<RouteEntry> routes;
+  // Indexed by host id (config order).
+  std::vector<NextHop> next_hops;
+
+  const RouteEntry* route(uint32_t dst) const {
+    for (const auto& r : routes) {
+      if ((dst & r.mask) == r.net) return &r;
+    }
+    return nullptr;
+  }
+};
+
+class SnapshotHolder {
+ public:
+  void publish(std::shared_ptr<const ForwardingSnapshot> s) {
+    std::lock_guard lk(mu_);
+    current_ = std::move(s);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  std::shared_ptr<const ForwardingSnapshot> get() const {
+    std::lock_guard lk(mu_);
+    return current_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const ForwardingSnapshot> current_ = std::make_shared<ForwardingSnapshot>();
+  std::atomic<uint64_t> generation_{1};
+};
+
+}  // namespace slr::router

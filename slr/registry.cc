@@ -1,0 +1,108 @@
+#include "slr/registry.h"
+
+#include "core/policy.h"
+
+namespace slr::router {
+
+const char* hostStateName(HostState s) {
+  switch (s) {
+    case HostState::kConfigured: return "configured";
+    case HostState::kUp: return "up";
+    case HostState::kWithdrawn: return "withdrawn";
+  }
+  return "?";
+}
+
+HostRegistry::HostRegistry(const std::vector<config::HostAuthConfig>& hosts) {
+  hosts_.reserve(hosts.size());
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    HostRecord r;
+    r.id = uint16_t(i);
+    r.name = hosts[i].name;
+    r.name_hash = stableNameHash(r.name);
+    r.weight = hosts[i].weight;
+    r.route_cost = hosts[i].route_cost;
+    r.authorised = hosts[i].subnets;
+    hosts_.push_back(std::move(r));
+  }
+}
+
+int HostRegistry::find(const std::string& name) const {
+  for (const auto& h : hosts_) {
+    if (h.name == name) return h.id;  // names are immutable after construction
+  }
+  return -1;
+}
+
+uint64_t HostRegistry::hello(uint16_t id, const IpAddress& tunnel_address, Clock::time_point now) {
+  std::lock_guard lk(mu_);
+  auto& h = hosts_.at(id);
+  h.tunnel_address = tunnel_address;
+  h.last_error.clear();
+  h.last_update = now;
+  return ++h.session;
+}
+
+Status HostRegistry::update(uint16_t id, uint64_t session, const proto::Update& u,
+                            Clock::time_point now) {
+  std::lock_guard lk(mu_);
+  auto& h = hosts_.at(id);
+  if (session != h.session) {
+    // A newer connection of the same host took over; ignore the stale one.
+    return Error{0, "update from a replaced session of host " + h.name, ""};
+  }
+  for (const auto& e : u.entries) {
+    bool ok = false;
+    for (const auto& a : h.authorised) ok = ok || a.contains(e.prefix);
+    if (!ok) {
+      std::string why = "subnet " + e.prefix.str() + " not authorised for host " + h.name;
+      h.last_error = why;
+      if (h.state == HostState::kUp) h.state_since = now;
+      if (h.state == HostState::kUp) h.state = HostState::kWithdrawn;
+      h.subnets.clear();
+      return Error{0, why, ""};
+    }
+  }
+  h.subnets.clear();
+  for (const auto& e : u.entries) h.subnets.push_back({e.prefix, e.load, e.available});
+  if (h.state != HostState::kUp) {
+    h.state = HostState::kUp;
+    h.state_since = now;
+  }
+  h.last_update = now;
+  ++h.updates;
+  return Ok{};
+}
+
+void HostRegistry::refuse(uint16_t id, const std::string& why, Clock::time_point now) {
+  std::lock_guard lk(mu_);
+  auto& h = hosts_.at(id);
+  h.last_error = why;
+  if (h.state == HostState::kUp) {
+    h.state = HostState::kWithdrawn;
+    h.state_since = now;
+  }
+  h.subnets.clear();
+}
+
+std::vector<std::string> HostRegistry::expire(Clock::time_point now, Clock::duration hold) {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> out;
+  for (auto& h : hosts_) {
+    if (h.state == HostState::kUp && now - h.last_update > hold) {
+      h.state = HostState::kWithdrawn;
+      h.state_since = now;
+      h.last_error = "silent for longer than the hold time";
+      h.subnets.clear();
+      out.push_back(h.name);
+    }
+  }
+  return out;
+}
+
+std::vector<HostRecord> HostRegistry::snapshot() const {
+  std::lock_guard lk(mu_);
+  return hosts_;
+}
+
+}  // namespace slr::router

@@ -1,0 +1,83 @@
+#pragma once
+// The SLR's view of the level below: every host allowed by config, whether it
+// is registered, what it advertised and when.  Control plane only: guarded by
+// one mutex, never touched by workers (they see immutable snapshots built
+// from it, see forwarding.h).
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/net_types.h"
+#include "core/protocol.h"
+#include "core/result.h"
+
+namespace slr::router {
+
+using Clock = std::chrono::steady_clock;
+
+enum class HostState : uint8_t {
+  kConfigured,  // allowed by config, never registered (or registration refused)
+  kUp,          // registered and advertising within the hold time
+  kWithdrawn,   // was up, then silent for the hold time or refused
+};
+const char* hostStateName(HostState s);  // "configured" | "up" | "withdrawn"
+
+struct AdvertisedSubnet {
+  Prefix prefix;
+  double load = 0;
+  bool available = true;
+};
+
+struct HostRecord {
+  uint16_t id = 0;  // index in config order; stable for the process lifetime
+  std::string name;
+  uint64_t name_hash = 0;
+  uint32_t weight = 1;
+  double route_cost = 0;
+  std::vector<Prefix> authorised;
+
+  HostState state = HostState::kConfigured;
+  IpAddress tunnel_address;
+  std::vector<AdvertisedSubnet> subnets;
+  Clock::time_point last_update{};
+  Clock::time_point state_since{};
+  uint64_t updates = 0;
+  uint64_t session = 0;  // bumps on every accepted HELLO: identifies the live connection
+  std::string last_error;
+};
+
+class HostRegistry {
+ public:
+  explicit HostRegistry(const std::vector<config::HostAuthConfig>& hosts);
+
+  // -1 when no [[host]] has this name.
+  int find(const std::string& name) const;
+
+  // Accepted HELLO: records the tunnel address; returns the new session id.
+  // The host is not "up" until its first valid UPDATE.
+  uint64_t hello(uint16_t id, const IpAddress& tunnel_address, Clock::time_point now);
+
+  // Validates every advertised prefix against the host's authorised subnets.
+  // On success the host is up with these loads.  On failure nothing changes
+  // except that the host is withdrawn; the Error says which subnet.
+  Status update(uint16_t id, uint64_t session, const proto::Update& u, Clock::time_point now);
+
+  // Refusal of a known host (bad subnet, name mismatch...): withdraw it.
+  void refuse(uint16_t id, const std::string& why, Clock::time_point now);
+
+  // Withdraws up hosts silent for longer than hold; returns their names.
+  std::vector<std::string> expire(Clock::time_point now, Clock::duration hold);
+
+  // Copy for building snapshots and status output.
+  std::vector<HostRecord> snapshot() const;
+  size_t size() const { return hosts_.size(); }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<HostRecord> hosts_;
+};
+
+}  // namespace slr::router

@@ -1,0 +1,123 @@
+#pragma once
+// One forwarding worker: owns a TUN queue, a raw send socket, a flow-table
+// shard and its counters.  Per batch: read up to kBatch packets from the TUN
+// queue, parse, look up or create the flow, encapsulate in place, one
+// sendmmsg.  No allocation, no exceptions, no locks on the packet path.
+//
+// Multi-queue TUN spreads flows over queues by flow hash, so every packet of
+// a flow reaches the same worker and the shards never need to agree.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "core/fd.h"
+#include "core/flow_table.h"
+#include "core/result.h"
+#include "slr/counters.h"
+#include "slr/forwarding.h"
+
+namespace slr::router {
+
+struct VipMatch {
+  uint32_t net = 0, mask = 0;  // IPv4 host order
+};
+
+struct WorkerOptions {
+  uint16_t id = 0;
+  UniqueFd tun;                 // this worker's TUN queue (non-blocking)
+  uint32_t tunnel_source = 0;   // host order
+  uint32_t tunnel_mtu = 1500;   // largest outer packet we may send
+  size_t flow_capacity = 1 << 20;
+  FlowTimeouts timeouts;
+  bool stateless_on_full = true;
+  uint64_t hash_seed = 0;
+  std::vector<VipMatch> vips;   // config order; index = VIP counter slot
+  size_t host_count = 0;
+};
+
+// A flow as shown by `slrctl flows`.
+struct FlowRecord {
+  FlowKey key;
+  uint16_t next_hop;
+  uint32_t label;
+  FlowState state;
+  uint32_t idle_ms;
+  uint32_t age_ms;
+  uint32_t packets;
+};
+
+class Worker {
+ public:
+  static constexpr size_t kBatch = 32;
+  static constexpr size_t kBufSize = 16384;  // TUN MTU is far below
+
+  Worker(WorkerOptions opts, const SnapshotHolder& snapshots);
+  ~Worker();
+  Status init();
+  void run(const std::atomic<bool>& stop);
+
+  const WorkerCounters& counters() const { return *counters_; }
+  const std::vector<ObjectCounters>& vipCounters() const { return vip_counters_; }
+  const std::vector<ObjectCounters>& hostCounters() const { return host_counters_; }
+  size_t flowCapacity() const { return table_ ? table_->capacity() : 0; }
+
+  // Control thread: copy up to `limit` live flows.  Served by the worker
+  // between batches (it owns the table); waits at most timeout_ms.
+  std::vector<FlowRecord> dumpFlows(size_t limit, int timeout_ms);
+  // Control thread: number of live flows per host id (draining/status).
+  std::vector<uint64_t> flowsPerHost(int timeout_ms);
+
+ private:
+  struct Packet;
+  void processBatch(size_t n, uint32_t now_ms);
+  // Returns true if the packet was queued for transmission.
+  bool forward(Packet& p, uint32_t now_ms);
+  void sendTooBig(const std::byte* inner, size_t inner_len);
+  void flush();
+  void serveControl(uint32_t now_ms);
+  uint32_t nowMs() const;
+
+  WorkerOptions opts_;
+  const SnapshotHolder& snapshots_;
+  std::shared_ptr<const ForwardingSnapshot> snap_;
+  uint64_t snap_generation_ = 0;
+  std::unique_ptr<FlowTable> table_;
+  UniqueFd raw_;
+  uint32_t next_label_ = 1;
+  uint16_t ip_id_ = 0;
+  std::vector<uint64_t> rr_counters_;  // per route index, for round-robin selections
+
+  // Buffers, allocated once.
+  std::unique_ptr<std::byte[]> bufs_;
+  std::vector<Packet> pkts_;
+  std::vector<mmsghdr> tx_msgs_;
+  std::vector<iovec> tx_iov_;
+  std::vector<sockaddr_in> tx_addr_;
+  size_t tx_count_ = 0;
+  std::byte icmp_buf_[128];
+  uint32_t icmp_tokens_ = 0;
+  uint32_t icmp_refill_ms_ = 0;
+
+  std::unique_ptr<WorkerCounters> counters_;
+  std::vector<ObjectCounters> vip_counters_;
+  std::vector<ObjectCounters> host_counters_;
+
+  // Control requests (rare): flag checked once per batch.
+  enum class Request { kNone, kDump, kPerHost };
+  std::atomic<int> request_{0};
+  std::mutex req_mu_;
+  std::condition_variable req_cv_;
+  size_t req_limit_ = 0;
+  bool req_done_ = false;
+  std::vector<FlowRecord> req_flows_;
+  std::vector<uint64_t> req_per_host_;
+};
+
+}  // namespace slr::router
