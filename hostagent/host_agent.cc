@@ -1,0 +1,225 @@
+#include "hostagent/host_agent.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "core/log.h"
+#include "core/nft.h"
+#include "core/protocol.h"
+#include "core/status_server.h"
+#include "core/tls.h"
+#include "hostagent/load.h"
+#include "hostagent/setup.h"
+#include "hostagent/slr_session.h"
+#include "hostagent/terminator.h"
+
+namespace slr::host {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using nlohmann::json;
+
+std::vector<std::string> prefixStrings(const std::vector<Prefix>& ps) {
+  std::vector<std::string> out;
+  for (const auto& p : ps) out.push_back(p.str());
+  return out;
+}
+
+uint64_t readCounterFile(const std::string& path) {
+  auto s = readSmallFile(path, 64);
+  if (!s) return 0;
+  return std::strtoull(s->c_str(), nullptr, 10);
+}
+
+// Everything the status handler reads; lives for the whole run.
+struct AgentState {
+  const config::HostConfig* cfg = nullptr;
+  TunnelKind kind = TunnelKind::kUserspace;
+  std::string tunnel_device;
+  std::string tunnel_reason;
+  std::atomic<double> load{0.0};
+  std::string load_source;
+  std::vector<std::unique_ptr<SlrSession>> sessions;
+  UserspaceTerminator* terminator = nullptr;
+};
+
+std::string statusJson(const AgentState& st) {
+  const auto& cfg = *st.cfg;
+  json slrs = json::array();
+  for (const auto& s : st.sessions) {
+    SessionSnapshot snap = s->snapshot();
+    slrs.push_back({{"name", snap.name},
+                    {"address", snap.address},
+                    {"state", sessionStateName(snap.state)},
+                    {"last_error", snap.last_error},
+                    {"updates_sent", snap.updates_sent},
+                    {"hold_time_ms", snap.hold_time_ms},
+                    {"tunnel_source", snap.tunnel_source}});
+  }
+  json tunnel, drops;
+  if (st.terminator) {
+    TerminatorCounters c = st.terminator->counters();
+    tunnel = {{"packets", c.packets},
+              {"bytes", c.bytes},
+              {"tun_write_errors", c.tun_write_errors},
+              {"running", st.terminator->running()}};
+    drops = {{"malformed", c.malformed}, {"not_from_slr", c.not_from_slr}, {"not_vip", c.not_vip}};
+  } else {
+    // Kernel termination: the ipip device's own receive counters.
+    std::string base = "/sys/class/net/" + st.tunnel_device + "/statistics/";
+    tunnel = {{"packets", readCounterFile(base + "rx_packets")},
+              {"bytes", readCounterFile(base + "rx_bytes")},
+              {"running", true}};
+    drops = {{"malformed", readCounterFile(base + "rx_errors")}, {"not_from_slr", 0}, {"not_vip", 0}};
+  }
+  json doc = {{"role", "host"},
+              {"name", cfg.host.name},
+              {"tunnel_mode", tunnelKindName(st.kind)},
+              {"tunnel_mode_reason", st.tunnel_reason},
+              {"tunnel_device", st.tunnel_device},
+              {"tunnel_address", cfg.host.tunnel_address.str()},
+              {"subnets", prefixStrings(cfg.subnets)},
+              {"load", st.load.load(std::memory_order_relaxed)},
+              {"load_source", st.load_source},
+              {"slrs", std::move(slrs)},
+              {"tunnel", std::move(tunnel)},
+              {"drops", std::move(drops)}};
+  // Packets the nftables filter dropped before they reached us.
+  if (auto n = nft::readDropCounters(nft::kDefaultTable); n.ok())
+    doc["nft_drops"] = {{"tunnel_not_from_slr", n->non_peer_tunnel_packets},
+                        {"vip_not_via_tunnel", n->vip_not_via_tunnel_packets}};
+  return doc.dump();
+}
+
+std::string handleRequest(const AgentState& st, std::string_view req) {
+  if (req == "status") return statusJson(st);
+  return json{{"error", "unknown request '" + std::string(req) + "'"}}.dump();
+}
+
+}  // namespace
+
+int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
+  // OpenSSL writes with write(2): a reset by an SLR must not kill us.
+  ::signal(SIGPIPE, SIG_IGN);
+  LOG_INFO("host", "host agent " + cfg.host.name + " starting (config " + cfg.source_path + ")");
+
+  // Credentials first: a bad certificate should fail before we touch routes.
+  auto tls = tls::Context::client(cfg.tls.ca, cfg.tls.cert, cfg.tls.key);
+  if (!tls) {
+    LOG_ERROR("host", "loading TLS credentials failed: " + tls.error().message());
+    return 1;
+  }
+
+  HostSetup setup;
+  if (auto s = setup.apply(cfg); !s) {
+    LOG_ERROR("setup", "set-up failed, everything done so far was undone: " + s.error().message());
+    return 1;
+  }
+
+  AgentState st;
+  st.cfg = &cfg;
+  st.kind = setup.kind();
+  st.tunnel_device = setup.tunnelDevice();
+  st.tunnel_reason = setup.kindReason();
+
+  std::unique_ptr<UserspaceTerminator> terminator;
+  if (setup.kind() == TunnelKind::kUserspace) {
+    auto t = UserspaceTerminator::create(
+        setup.takeTunFd(), cfg.host.tunnel_address,
+        DecapFilter(cfg.host.tunnel_address, tunnelSources(cfg), cfg.subnets));
+    if (!t) {
+      LOG_ERROR("setup", "userspace tunnel termination failed: " + t.error().message());
+      return 1;  // ~HostSetup undoes the set-up
+    }
+    terminator = std::move(*t);
+    terminator->start();
+    st.terminator = terminator.get();
+    LOG_INFO("tunnel", "userspace terminator running: raw IPIP socket on " +
+                           cfg.host.tunnel_address.str() + " -> TUN " + st.tunnel_device);
+  }
+
+  milliseconds interval = cfg.host.update_interval;
+  milliseconds cmd_timeout = std::clamp(interval, milliseconds(1000), milliseconds(5000));
+  LoadMeter meter(cfg.load, cfg.subnets, cmd_timeout);
+  st.load_source = std::string(meter.sourceName());
+  (void)meter.sample();  // cpu: primes the first /proc/stat reading
+  st.load.store(meter.value());
+
+  StatusServer status(cfg.host.status_socket,
+                      [&st](std::string_view req) { return handleRequest(st, req); });
+  if (auto s = status.start(); !s) {
+    LOG_ERROR("host", "status socket failed, undoing set-up: " + s.error().message());
+    if (terminator) terminator->stop();
+    return 1;
+  }
+  LOG_INFO("host", "status socket " + cfg.host.status_socket);
+
+  uint32_t caps = setup.kind() == TunnelKind::kKernel ? proto::kCapKernelTunnel
+                                                       : proto::kCapUserspaceTunnel;
+  for (const auto& peer : cfg.slrs) {
+    SessionParams p;
+    p.peer = peer;
+    if (p.peer.tunnel_source.empty()) p.peer.tunnel_source = peer.address.addr;
+    p.host_name = cfg.host.name;
+    p.tunnel_address = cfg.host.tunnel_address;
+    p.update_interval = interval;
+    p.capabilities = caps;
+    p.subnets = cfg.subnets;
+    st.sessions.push_back(std::make_unique<SlrSession>(std::move(p), *tls, st.load, stop));
+  }
+  for (auto& s : st.sessions) s->start();
+
+  // Main loop: one load reading per update interval, shared by all sessions.
+  std::string last_load_error;
+  auto last_load_log = Clock::now() - std::chrono::hours(1);
+  auto next = Clock::now() + interval;
+  while (!stop.load()) {
+    auto now = Clock::now();
+    if (now < next) {
+      std::this_thread::sleep_for(std::min<Clock::duration>(next - now, milliseconds(100)));
+      continue;
+    }
+    next += interval;
+    if (next < now) next = now + interval;
+    Status s = meter.sample();
+    if (!s) {
+      std::string msg = s.error().message();
+      // Rate-limited: a new reason at once, the same one at most once a minute.
+      if (msg != last_load_error || now - last_load_log > std::chrono::minutes(1)) {
+        LOG_WARN("load", "reading " + st.load_source + " load failed, keeping " +
+                             std::to_string(meter.value()) + ": " + msg);
+        last_load_error = msg;
+        last_load_log = now;
+      }
+    } else if (!last_load_error.empty()) {
+      LOG_INFO("load", st.load_source + " load readable again");
+      last_load_error.clear();
+    }
+    st.load.store(meter.value(), std::memory_order_relaxed);
+  }
+
+  LOG_INFO("host", "stopping: closing control channels, removing set-up");
+  for (auto& s : st.sessions) s->join();
+  status.stop();
+  if (terminator) {
+    terminator->stop();
+    TerminatorCounters c = terminator->counters();
+    LOG_INFO("tunnel", "terminated " + std::to_string(c.packets) + " packets, dropped " +
+                           std::to_string(c.malformed) + " malformed, " +
+                           std::to_string(c.not_from_slr) + " not_from_slr, " +
+                           std::to_string(c.not_vip) + " not_vip");
+  }
+  st.terminator = nullptr;
+  terminator.reset();  // closes the TUN fd: the device goes away
+  setup.teardown();
+  LOG_INFO("host", "stopped");
+  return 0;
+}
+
+}  // namespace slr::host
