@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# netbench.sh: end-to-end throughput of slrctl against direct routing and HAProxy.
+#
+#   bash tests/bench/netbench.sh --slrctl build/slrctl --slrbench build/slrbench [--out f.json]
+#
+# One run builds the SPEC test topology in throwaway namespaces (via
+# tests/e2e/lib.sh), starts `slrbench server` on port 80 in h1 and h2, and
+# measures from the cli namespace, on the same topology:
+#   direct   cli -> 10.0.3.11:80            kernel routing only, no balancer
+#   haproxy  cli -> VIP 10.100.0.10:80      HAProxy (mode tcp) in the slr ns, VIP a local
+#                                           address there, balancing to h1/h2 real addresses
+#   slrctl   cli -> VIP 10.100.0.10:80      `slrctl slr` + `slrctl host` on h1, h2 (IP-in-IP,
+#                                           direct server return)
+# For each path: connections/s (`slrbench crr`, one TCP connection per
+# request) and bulk reply throughput (`slrbench bulk`), median of --runs runs.
+# HAProxy runs before the SLR daemon is started, so the VIP is never both a
+# local address and routed into the SLR's TUN.
+#
+# Prints a table with the ratios to direct next to the targets (conn/s >= 0.8x
+# direct, bulk >= 0.95x direct) and writes a JSON summary to --out.
+# Bounded: about 1-2 minutes with the defaults; every slrbench call has a
+# timeout.  Namespaces, daemons and the run directory are removed on exit,
+# also on failure or Ctrl-C (lib.sh's EXIT trap).
+#
+# Exit: 0 every path measured (targets are reported, not enforced, unless
+# --enforce); 1 a path could not be measured, or --enforce and slrctl missed
+# a target; 2 usage; 77 not root (skip).
+set -u
+
+usage() {
+  cat >&2 <<'EOF'
+usage: netbench.sh --slrctl PATH --slrbench PATH [options]
+  --out FILE          write the JSON summary here
+  --runs N            runs per measurement, median reported (default 3)
+  --duration S        seconds per connections/s run (default 5)
+  --concurrency C     parallel connections for connections/s (default 32)
+  --bulk-bytes N      bytes per bulk stream, K/M/G suffixes (default 512M)
+  --streams K         parallel bulk streams (default 4)
+  --paths LIST        comma-separated subset of direct,haproxy,slrctl (default all)
+  --workers N         SLR worker threads (default 1)
+  --enforce           exit 1 when slrctl misses a target
+  --keep              keep the run directory (logs, configs) for inspection
+EOF
+  exit 2
+}
+
+BENCH_SLRCTL=""
+SLRBENCH=""
+OUT=""
+RUNS=3
+DURATION=5
+CONCURRENCY=32
+BULK_BYTES=512M
+STREAMS=4
+PATHS="direct,haproxy,slrctl"
+WORKERS=1
+ENFORCE=0
+CRR_TARGET=0.80
+BULK_TARGET=0.95
+PORT=80
+
+while (($#)); do
+  case $1 in
+    --slrctl) BENCH_SLRCTL=${2:-}; shift 2 ;;
+    --slrbench) SLRBENCH=${2:-}; shift 2 ;;
+    --out) OUT=${2:-}; shift 2 ;;
+    --runs) RUNS=${2:-}; shift 2 ;;
+    --duration) DURATION=${2:-}; shift 2 ;;
+    --concurrency) CONCURRENCY=${2:-}; shift 2 ;;
+    --bulk-bytes) BULK_BYTES=${2:-}; shift 2 ;;
+    --streams) STREAMS=${2:-}; shift 2 ;;
+    --paths) PATHS=${2:-}; shift 2 ;;
+    --workers) WORKERS=${2:-}; shift 2 ;;
+    --enforce) ENFORCE=1; shift ;;
+    --keep) export SLR_E2E_KEEP=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "netbench: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+[[ -n "$SLRBENCH" ]] || { echo "netbench: --slrbench is required" >&2; usage; }
+[[ "$RUNS" =~ ^[1-9][0-9]?$ ]] || { echo "netbench: --runs: expected 1..99, got '$RUNS'" >&2; usage; }
+[[ "$DURATION" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "netbench: --duration: expected seconds, got '$DURATION'" >&2; usage; }
+[[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] || { echo "netbench: --concurrency: expected a number, got '$CONCURRENCY'" >&2; usage; }
+[[ "$STREAMS" =~ ^[1-9][0-9]*$ ]] || { echo "netbench: --streams: expected a number, got '$STREAMS'" >&2; usage; }
+[[ "$WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "netbench: --workers: expected 1..64, got '$WORKERS'" >&2; usage; }
+declare -A WANT=()
+IFS=, read -ra _p <<<"$PATHS"
+for x in "${_p[@]}"; do
+  case $x in direct|haproxy|slrctl) WANT[$x]=1 ;; *) echo "netbench: --paths: unknown path '$x'" >&2; usage ;; esac
+done
+[[ -n "${WANT[slrctl]:-}" && -z "$BENCH_SLRCTL" ]] && { echo "netbench: --slrctl is required for the slrctl path" >&2; usage; }
+
+abspath() { [[ "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
+SLRBENCH=$(abspath "$SLRBENCH")
+[[ -x "$SLRBENCH" ]] || { echo "netbench: slrbench not executable: $SLRBENCH" >&2; exit 2; }
+if [[ -n "$BENCH_SLRCTL" ]]; then
+  BENCH_SLRCTL=$(abspath "$BENCH_SLRCTL")
+  [[ -x "$BENCH_SLRCTL" ]] || { echo "netbench: slrctl not executable: $BENCH_SLRCTL" >&2; exit 2; }
+fi
+[[ -n "$OUT" ]] && OUT=$(abspath "$OUT")
+if [[ -n "${WANT[haproxy]:-}" ]] && ! command -v haproxy >/dev/null; then
+  echo "netbench: haproxy not installed (apt-get install haproxy), or leave it out with --paths" >&2
+  exit 2
+fi
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../e2e/lib.sh
+. "$BENCH_DIR/../e2e/lib.sh"
+[[ -n "$BENCH_SLRCTL" ]] && SLRCTL=$BENCH_SLRCTL
+# The bench keeps the daemons quiet and the flow table big: crr creates
+# ~10k flows/s, each kept tcp_closing (10 s) after its RST.
+export SLR_LOG_LEVEL=warn HOST_LOG_LEVEL=warn SLR_FLOW_CAPACITY=1048576 SLR_WORKERS=$WORKERS
+
+require_root
+e2e_init
+
+RESULTS=$RUN_DIR/results   # removed with the run directory by lib.sh's EXIT trap
+mkdir -p "$RESULTS" || die "mkdir $RESULTS"
+BENCH_FAILED=0
+
+bench_fail() { not_ok "$*"; BENCH_FAILED=1; }
+
+# ---------------------------------------------------------------- set-up
+
+note "netbench: runs=$RUNS duration=${DURATION}s concurrency=$CONCURRENCY bulk=${STREAMS}x$BULK_BYTES"
+topo_up 2 || die "topology with 2 hosts"
+# Client: a wide port range and TIME_WAIT reuse, so tens of thousands of
+# short connections never run out of ephemeral ports (slrbench also closes
+# with SO_LINGER 0, which leaves no TIME_WAIT at all).
+ns cli sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 >/dev/null
+ns slr sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 >/dev/null
+for i in 1 2; do
+  ns "h$i" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096 >/dev/null
+  _bg "h$i" "$RUN_DIR/slrbench-h$i.log" "$SLRBENCH" server --port $PORT --threads 2
+done
+
+# crr_ok TARGET: one short connections/s run completes at least one connection.
+# shellcheck disable=SC2317  # called through wait_for
+crr_ok() { ns cli "$SLRBENCH" crr --target "$1" --duration 0.3 --concurrency 1 --timeout-ms 500 >/dev/null 2>&1; }
+for i in 1 2; do
+  wait_for 10 crr_ok "$(host_addr "$i"):$PORT" || die "slrbench server answers in h$i"
+done
+ok "slrbench servers up in h1, h2"
+
+# measure PATH TARGET: RUNS x (crr, bulk) into $RESULTS/PATH.{crr,bulk}.jsonl
+measure() {
+  local path=$1 target=$2 r out
+  : >"$RESULTS/$path.crr.jsonl"
+  : >"$RESULTS/$path.bulk.jsonl"
+  for ((r = 1; r <= RUNS; r++)); do
+    if out=$(ns cli timeout $(( ${DURATION%.*} + 20 )) "$SLRBENCH" crr --target "$target" \
+               --duration "$DURATION" --concurrency "$CONCURRENCY" 2>>"$RUN_DIR/client.log"); then
+      echo "$out" >>"$RESULTS/$path.crr.jsonl"
+      note "$path crr  run $r: $(json_get - '"%.0f conn/s, p50 %d us, p99 %d us, errors %d" % (d["connections_per_s"], d["p50_us"], d["p99_us"], d["errors"])' <<<"$out")"
+    else
+      bench_fail "$path: crr run $r to $target (${out:-no output})"
+      return 1
+    fi
+    if out=$(ns cli timeout 100 "$SLRBENCH" bulk --target "$target" --bytes "$BULK_BYTES" \
+               --streams "$STREAMS" --timeout 90 2>>"$RUN_DIR/client.log"); then
+      echo "$out" >>"$RESULTS/$path.bulk.jsonl"
+      note "$path bulk run $r: $(json_get - '"%.0f Mbit/s, %d bytes in %.2f s" % (d["throughput_mbps"], d["bytes"], d["seconds"])' <<<"$out")"
+    else
+      bench_fail "$path: bulk run $r to $target (${out:-no output})"
+      return 1
+    fi
+  done
+  ok "$path measured"
+  diag "$path"
+}
+
+# diag PATH: interface counters (TUN/veth drops) and TCP/IP stack counters of
+# every namespace after PATH's runs, into the run directory (see --keep).
+diag() {
+  local n
+  for n in cli rtr slr h1 h2; do
+    {
+      echo "## ip -s link ($n)"; ns "$n" ip -s link
+      echo "## nstat -az ($n, non-zero)"; ns "$n" nstat -az 2>/dev/null | awk 'NR > 1 && $2 != 0'
+    } >"$RUN_DIR/diag-$1-$n.txt" 2>&1
+    ns "$n" nstat -n >/dev/null 2>&1   # reset the history, so the next path starts from 0
+  done
+}
+
+# ---------------------------------------------------------------- direct
+
+if [[ -n "${WANT[direct]:-}" ]]; then
+  measure direct "$(host_addr 1):$PORT"
+fi
+
+# --------------------------------------------------------------- haproxy
+
+if [[ -n "${WANT[haproxy]:-}" ]]; then
+  cat >"$RUN_DIR/haproxy.cfg" <<EOF
+global
+    maxconn 8000   # fds = 2 x maxconn + a few; the hard RLIMIT_NOFILE may be 20000
+    nbthread 2
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend vip
+    bind $VIP:$PORT
+    default_backend hosts
+backend hosts
+    balance roundrobin
+    server h1 $(host_addr 1):$PORT
+    server h2 $(host_addr 2):$PORT
+EOF
+  if ns slr ip addr add "$VIP/32" dev lo; then
+    _bg slr "$RUN_DIR/haproxy.log" haproxy -db -f "$RUN_DIR/haproxy.cfg"
+    HAPROXY_PID=$BG_PID
+    if wait_for 10 crr_ok "$VIP:$PORT"; then
+      measure haproxy "$VIP:$PORT"
+    else
+      bench_fail "haproxy answers on $VIP:$PORT (log: $(tail -n 5 "$RUN_DIR/haproxy.log" | tr '\n' ' '))"
+    fi
+    _kill_pids "$HAPROXY_PID"
+    ns slr ip addr del "$VIP/32" dev lo
+  else
+    bench_fail "add $VIP to lo in the slr namespace"
+  fi
+fi
+
+# ---------------------------------------------------------------- slrctl
+
+# slrctl_path: SLR + two host agents, then measure through the VIP.  Returns
+# 1 (after reporting why) on the first step that fails; the other paths'
+# numbers are still reported.
+slrctl_path() {
+  local i
+  make_pki "$PKI_DIR" 2 || { bench_fail "PKI"; return 1; }
+  write_slr_config "$RUN_DIR/slr.toml" host1 host2
+  # shellcheck disable=SC2119  # default config path
+  start_slr || { bench_fail "SLR starts and answers on its status socket"; return 1; }
+  for i in 1 2; do
+    write_host_config "$RUN_DIR/h$i.toml" "$i"
+    start_host "$i" || { bench_fail "host agent h$i starts"; return 1; }
+  done
+  wait_for 20 hosts_up host1 host2 || { slr_json hosts >&2; bench_fail "both hosts up at the SLR"; return 1; }
+  ok "SLR and both host agents up after ${WAITED_S}s"
+  wait_for 10 crr_ok "$VIP:$PORT" || { bench_fail "VIP $VIP:$PORT answers through slrctl"; return 1; }
+  measure slrctl "$VIP:$PORT" || return 1
+  slr_json status >"$RESULTS/slr-status.json" 2>/dev/null || rm -f "$RESULTS/slr-status.json"
+  # SIGTERM now: the daemons remove their routes, nft tables and devices.
+  _kill_pids "$SLR_PID" "${HOST_PID[1]}" "${HOST_PID[2]}"
+}
+
+if [[ -n "${WANT[slrctl]:-}" ]]; then
+  slrctl_path
+fi
+
+# ---------------------------------------------------------------- report
+
+((BENCH_FAILED)) && dump_logs
+_SUMMARY_DONE=1   # our table is the summary, not lib.sh's "N passed" line
+"$PY" - "$RESULTS" "$OUT" "$CRR_TARGET" "$BULK_TARGET" "$ENFORCE" \
+  "$RUNS" "$DURATION" "$CONCURRENCY" "$BULK_BYTES" "$STREAMS" "$WORKERS" <<'PYEOF'
+import json, os, statistics, sys
+res, out, crr_t, bulk_t, enforce = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
+runs, duration, conc, bulk_bytes, streams, workers = sys.argv[6:12]
+
+def load(path, kind):
+    f = os.path.join(res, f"{path}.{kind}.jsonl")
+    if not os.path.exists(f):
+        return []
+    return [json.loads(l) for l in open(f) if l.strip()]
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+summary = {"config": {"runs": int(runs), "crr_duration_s": float(duration), "concurrency": int(conc),
+                      "bulk_bytes_per_stream": bulk_bytes, "streams": int(streams), "slr_workers": int(workers)},
+           "targets": {"crr_ratio": crr_t, "bulk_ratio": bulk_t}, "paths": {}, "ratios": {}, "met": {}}
+for p in ("direct", "haproxy", "slrctl"):
+    crr, bulk = load(p, "crr"), load(p, "bulk")
+    if not crr and not bulk:
+        continue
+    summary["paths"][p] = {
+        "crr_runs": crr, "bulk_runs": bulk,
+        "connections_per_s": med([r["connections_per_s"] for r in crr]),
+        "p50_us": med([r["p50_us"] for r in crr]), "p99_us": med([r["p99_us"] for r in crr]),
+        "crr_errors": sum(r["errors"] for r in crr),
+        "throughput_mbps": med([r["throughput_mbps"] for r in bulk]),
+        "complete": len(crr) == int(runs) and len(bulk) == int(runs)}
+st = os.path.join(res, "slr-status.json")
+if os.path.exists(st):
+    try:
+        summary["slr_status"] = json.load(open(st))
+    except ValueError:
+        pass
+
+d = summary["paths"].get("direct")
+def ratio(p, k):
+    v = summary["paths"].get(p, {}).get(k)
+    if not d or not d.get(k) or v is None:
+        return None
+    return v / d[k]
+for p in ("haproxy", "slrctl"):
+    if p in summary["paths"]:
+        rc, rb = ratio(p, "connections_per_s"), ratio(p, "throughput_mbps")
+        summary["ratios"][p] = {"connections_per_s": rc, "throughput_mbps": rb}
+        summary["met"][p] = {"connections_per_s": None if rc is None else rc >= crr_t,
+                             "throughput_mbps": None if rb is None else rb >= bulk_t}
+
+def fmt(v, f="{:.0f}"):
+    return "-" if v is None else f.format(v)
+def verdict(r, t):
+    return "" if r is None else ("ok" if r >= t else "MISS")
+
+print()
+print(f"netbench: median of {runs} runs; crr {duration}s x {conc} concurrent; bulk {streams} x {bulk_bytes}")
+hdr = f"{'path':<8} {'conn/s':>9} {'p50us':>7} {'p99us':>7} {'err':>5} {'bulk Mbit/s':>12}   {'conn/s vs direct':<24} {'bulk vs direct':<24}"
+print(hdr)
+print("-" * len(hdr))
+for p in ("direct", "haproxy", "slrctl"):
+    s = summary["paths"].get(p)
+    if s is None:
+        print(f"{p:<8} {'(not measured)':>9}")
+        continue
+    if p == "direct":
+        rc_s, rb_s = "1.00 (reference)", "1.00 (reference)"
+    else:
+        rc, rb = summary["ratios"][p]["connections_per_s"], summary["ratios"][p]["throughput_mbps"]
+        rc_s = f"{fmt(rc, '{:.2f}')} (>= {crr_t:.2f}) {verdict(rc, crr_t)}"
+        rb_s = f"{fmt(rb, '{:.2f}')} (>= {bulk_t:.2f}) {verdict(rb, bulk_t)}"
+    print(f"{p:<8} {fmt(s['connections_per_s']):>9} {fmt(s['p50_us']):>7} {fmt(s['p99_us']):>7} "
+          f"{s['crr_errors']:>5} {fmt(s['throughput_mbps']):>12}   {rc_s:<24} {rb_s:<24}")
+if "slr_status" in summary:
+    s = summary["slr_status"]
+    drops = {k: v for k, v in (s.get("drops") or {}).items() if v}
+    fl = s.get("flows") or {}
+    print(f"slrctl SLR after the run: flows created {fl.get('created')}, table_full {fl.get('table_full')}, "
+          f"stateless {fl.get('stateless_forwarded')}, drops {drops or 'none'}")
+if out:
+    with open(out, "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    print(f"summary written to {out}")
+m = summary["met"].get("slrctl", {})
+if enforce and (not m or not all(v is True for v in m.values())):
+    print("netbench: slrctl missed a target (--enforce)")
+    sys.exit(1)
+PYEOF
+rc=$?
+((BENCH_FAILED)) && rc=1
+exit $rc
