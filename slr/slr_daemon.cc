@@ -21,6 +21,7 @@
 #include "slr/control_server.h"
 #include "slr/forwarding.h"
 #include "slr/registry.h"
+#include "slr/table_builder.h"
 #include "slr/worker.h"
 
 namespace slr::router {
@@ -28,63 +29,10 @@ namespace {
 
 using json = nlohmann::json;
 
-uint32_t maskOf(uint8_t len) { return len == 0 ? 0 : ~uint32_t(0) << (32 - len); }
-
 FlowTimeouts toTableTimeouts(const config::FlowTimeouts& t) {
   auto ms = [](config::Duration d) { return uint32_t(std::min<int64_t>(d.count(), UINT32_MAX / 2)); };
   return FlowTimeouts{ms(t.tcp_syn), ms(t.tcp_established), ms(t.tcp_closing), ms(t.udp), ms(t.other)};
 }
-
-// The Fig. 9 table update: for every advertised virtual subnet, the
-// candidates that serve it and the policy's selection among them.
-class TableBuilder {
- public:
-  TableBuilder(std::unique_ptr<Policy> policy, size_t host_count)
-      : policy_(std::move(policy)), stateless_(makeConsistentHash(4099)), host_count_(host_count) {}
-
-  std::shared_ptr<const ForwardingSnapshot> build(const std::vector<HostRecord>& hosts) {
-    auto snap = std::make_shared<ForwardingSnapshot>();
-    snap->next_hops.resize(host_count_);
-    std::vector<Prefix> prefixes;
-    for (const auto& h : hosts) {
-      if (h.state != HostState::kUp) continue;
-      snap->next_hops[h.id] = NextHop{h.tunnel_address.v4HostOrder(), true};
-      for (const auto& s : h.subnets) {
-        if (std::find(prefixes.begin(), prefixes.end(), s.prefix) == prefixes.end())
-          prefixes.push_back(s.prefix);
-      }
-    }
-    std::sort(prefixes.begin(), prefixes.end(), [](const Prefix& a, const Prefix& b) {
-      return a.len != b.len ? a.len > b.len : a.addr.bytes < b.addr.bytes;
-    });
-    for (const auto& p : prefixes) {
-      std::vector<Candidate> cands;
-      for (const auto& h : hosts) {
-        if (h.state != HostState::kUp) continue;
-        // The host's most specific advertisement covering p.
-        const AdvertisedSubnet* best = nullptr;
-        for (const auto& s : h.subnets) {
-          if (s.prefix.contains(p) && (best == nullptr || s.prefix.len > best->prefix.len)) best = &s;
-        }
-        if (best == nullptr) continue;
-        cands.push_back(Candidate{h.id, h.name_hash, best->load, h.route_cost, h.weight, best->available});
-      }
-      RouteEntry r;
-      r.prefix = p;
-      r.mask = maskOf(p.len);
-      r.net = p.addr.v4HostOrder() & r.mask;
-      r.selection = policy_->build(cands);
-      r.stateless = stateless_->build(cands);
-      snap->routes.push_back(std::move(r));
-    }
-    return snap;
-  }
-
- private:
-  std::unique_ptr<Policy> policy_;
-  std::unique_ptr<Policy> stateless_;
-  size_t host_count_;
-};
 
 class SlrDaemon {
  public:
@@ -150,7 +98,7 @@ Status SlrDaemon::setup() {
 
   std::vector<VipMatch> vips;
   for (const auto& v : cfg_.vips) {
-    uint32_t m = maskOf(v.subnet.len);
+    uint32_t m = v4Mask(v.subnet.len);
     vips.push_back({v.subnet.addr.v4HostOrder() & m, m});
     nl::RouteSpec r;
     r.dst = v.subnet;

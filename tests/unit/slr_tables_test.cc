@@ -1,0 +1,150 @@
+// The SLR's control-plane state: host registry (authorisation, hold time,
+// sessions) and the Fig. 9 table builder (who serves which subnet, what the
+// policy picks).  Pure code, no sockets.
+#include <gtest/gtest.h>
+
+#include "core/policy.h"
+#include "slr/registry.h"
+#include "slr/table_builder.h"
+
+namespace slr::router {
+namespace {
+
+using namespace std::chrono_literals;
+
+Prefix pfx(const char* s) { return *Prefix::parse(s); }
+IpAddress ip(const char* s) { return *IpAddress::parse(s); }
+
+std::vector<config::HostAuthConfig> twoHosts() {
+  config::HostAuthConfig a{"host1", {pfx("10.100.0.0/24")}, 1, 0.0};
+  config::HostAuthConfig b{"host2", {pfx("10.100.0.0/24"), pfx("10.101.0.0/16")}, 1, 0.0};
+  return {a, b};
+}
+
+proto::Update update(std::initializer_list<std::pair<const char*, double>> loads) {
+  proto::Update u;
+  for (auto& [p, l] : loads) u.entries.push_back({pfx(p), l, true});
+  return u;
+}
+
+TEST(HostRegistry, FindsConfiguredHostsOnly) {
+  HostRegistry r(twoHosts());
+  EXPECT_EQ(r.find("host1"), 0);
+  EXPECT_EQ(r.find("host2"), 1);
+  EXPECT_EQ(r.find("rogue"), -1);
+}
+
+TEST(HostRegistry, UpOnlyAfterAValidUpdate) {
+  HostRegistry r(twoHosts());
+  auto t0 = Clock::now();
+  uint64_t s = r.hello(0, ip("10.0.3.11"), t0);
+  EXPECT_EQ(r.snapshot()[0].state, HostState::kConfigured);
+  ASSERT_TRUE(r.update(0, s, update({{"10.100.0.0/24", 0.3}}), t0).ok());
+  auto h = r.snapshot()[0];
+  EXPECT_EQ(h.state, HostState::kUp);
+  EXPECT_EQ(h.tunnel_address, ip("10.0.3.11"));
+  ASSERT_EQ(h.subnets.size(), 1u);
+  EXPECT_DOUBLE_EQ(h.subnets[0].load, 0.3);
+}
+
+TEST(HostRegistry, RefusesUnauthorisedSubnetAndWithdraws) {
+  HostRegistry r(twoHosts());
+  auto t0 = Clock::now();
+  uint64_t s = r.hello(0, ip("10.0.3.11"), t0);
+  ASSERT_TRUE(r.update(0, s, update({{"10.100.0.0/24", 0.1}}), t0).ok());
+  // host1 may serve 10.100.0.0/24 (and anything inside it), not 10.101/16.
+  EXPECT_TRUE(r.update(0, s, update({{"10.100.0.128/25", 0.1}}), t0).ok());
+  auto st = r.update(0, s, update({{"10.100.0.0/24", 0.1}, {"10.101.0.0/16", 0.1}}), t0);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().op.find("10.101.0.0/16 not authorised for host host1"), std::string::npos);
+  auto h = r.snapshot()[0];
+  EXPECT_EQ(h.state, HostState::kWithdrawn);
+  EXPECT_TRUE(h.subnets.empty());
+}
+
+TEST(HostRegistry, StaleSessionIgnoredAfterReconnect) {
+  HostRegistry r(twoHosts());
+  auto t0 = Clock::now();
+  uint64_t old_session = r.hello(0, ip("10.0.3.11"), t0);
+  uint64_t new_session = r.hello(0, ip("10.0.3.99"), t0);
+  EXPECT_NE(old_session, new_session);
+  EXPECT_FALSE(r.update(0, old_session, update({{"10.100.0.0/24", 0.1}}), t0).ok());
+  EXPECT_TRUE(r.update(0, new_session, update({{"10.100.0.0/24", 0.1}}), t0).ok());
+  EXPECT_EQ(r.snapshot()[0].tunnel_address, ip("10.0.3.99"));
+}
+
+TEST(HostRegistry, SilentHostWithdrawnAfterHoldTime) {
+  HostRegistry r(twoHosts());
+  auto t0 = Clock::now();
+  uint64_t s = r.hello(1, ip("10.0.3.12"), t0);
+  ASSERT_TRUE(r.update(1, s, update({{"10.100.0.0/24", 0.1}}), t0).ok());
+  EXPECT_TRUE(r.expire(t0 + 2999ms, 3s).empty());
+  auto gone = r.expire(t0 + 3001ms, 3s);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0], "host2");
+  EXPECT_EQ(r.snapshot()[1].state, HostState::kWithdrawn);
+  EXPECT_TRUE(r.expire(t0 + 10s, 3s).empty());  // reported once
+}
+
+std::vector<HostRecord> upHosts(double load1, double load2) {
+  HostRegistry r(twoHosts());
+  auto t0 = Clock::now();
+  uint64_t s1 = r.hello(0, ip("10.0.3.11"), t0);
+  uint64_t s2 = r.hello(1, ip("10.0.3.12"), t0);
+  EXPECT_TRUE(r.update(0, s1, update({{"10.100.0.0/24", load1}}), t0).ok());
+  EXPECT_TRUE(r.update(1, s2, update({{"10.100.0.0/24", load2}, {"10.101.0.0/16", 0.5}}), t0).ok());
+  return r.snapshot();
+}
+
+TEST(TableBuilder, LeastCostFollowsLoads) {
+  TableBuilder b(makeLeastCost(0.05), 2);
+  auto snap = b.build(upHosts(0.9, 0.1));
+  ASSERT_EQ(snap->routes.size(), 2u);
+  const RouteEntry* r = snap->route(0x0a64000a);  // 10.100.0.10
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->prefix, pfx("10.100.0.0/24"));
+  uint64_t rr = 0;
+  for (uint64_t h = 0; h < 1000; ++h) EXPECT_EQ(r->selection.pick(h * 0x9e3779b97f4a7c15ull, rr), 1);
+
+  snap = b.build(upHosts(0.1, 0.9));
+  r = snap->route(0x0a64000a);
+  for (uint64_t h = 0; h < 1000; ++h) EXPECT_EQ(r->selection.pick(h * 0x9e3779b97f4a7c15ull, rr), 0);
+}
+
+TEST(TableBuilder, OnlyHostsThatServeASubnetAreCandidates) {
+  TableBuilder b(makeLeastCost(0.05), 2);
+  auto snap = b.build(upHosts(0.0, 0.0));
+  const RouteEntry* r = snap->route(0x0a650001);  // 10.101.0.1: host2 only
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->prefix, pfx("10.101.0.0/16"));
+  ASSERT_EQ(r->selection.costs.size(), 1u);
+  EXPECT_EQ(r->selection.costs[0].next_hop, 1);
+  EXPECT_EQ(snap->route(0x0a660001), nullptr);  // 10.102.0.1: nobody
+  EXPECT_EQ(snap->next_hops[0].tunnel_v4, 0x0a00030bu);
+  EXPECT_TRUE(snap->next_hops[1].up);
+}
+
+TEST(TableBuilder, MoreSpecificAdvertisementWinsAndWithdrawnHostsLeave) {
+  auto hosts = upHosts(0.2, 0.2);
+  // host1 also advertises a /25 with a higher load.
+  hosts[0].subnets.push_back({pfx("10.100.0.128/25"), 0.8, true});
+  TableBuilder b(makeLeastCost(0.0), 2);
+  auto snap = b.build(hosts);
+  const RouteEntry* r = snap->route(0x0a640080);  // 10.100.0.128
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->prefix, pfx("10.100.0.128/25"));  // longest first
+  ASSERT_EQ(r->selection.costs.size(), 2u);      // host2 serves it through its /24
+  uint64_t rr = 0;
+  EXPECT_EQ(r->selection.pick(12345, rr), 1);     // host1's /25 load 0.8 > host2's 0.2
+
+  hosts[1].state = HostState::kWithdrawn;
+  snap = b.build(hosts);
+  EXPECT_FALSE(snap->next_hops[1].up);
+  r = snap->route(0x0a640080);
+  ASSERT_EQ(r->selection.costs.size(), 1u);
+  EXPECT_EQ(r->selection.pick(12345, rr), 0);
+  EXPECT_EQ(r->stateless.pick(12345, rr), 0);
+}
+
+}  // namespace
+}  // namespace slr::router
