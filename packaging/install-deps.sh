@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything needed to build, test and demo slrctl on Debian 12.
-# Noninteractive and idempotent: when every package is already installed it
-# does nothing (and needs no network); otherwise `apt-get update` then install
-# of the missing ones.  SLR_DEPS_OFFLINE=1 skips apt when nothing is missing.
+# Noninteractive and idempotent: `apt-get update`, then install (a no-op for
+# packages already there).  SLR_DEPS_OFFLINE=1 skips apt when nothing is missing.
 set -euo pipefail
 
 PACKAGES=(
