@@ -110,6 +110,9 @@ size_t FlowTable::find(const FlowKey& key, uint64_t hash) const {
   if (entries_ == nullptr) return SIZE_MAX;
   size_t i = home(hash);
   const uint8_t tag = uint8_t(hash);
+  // Start fetching the home entry while the tag line is still on its way: a
+  // hit is most often there, and then costs one memory round trip, not two.
+  __builtin_prefetch(entries_ + i);
   // Robin Hood invariant: once a resident is closer to its home than we would
   // be, the key cannot be further on. Empty slots (dist 0) stop the scan too.
   for (unsigned d = 1;; ++d, ++i) {
