@@ -125,7 +125,7 @@ size_t FlowTable::find(const FlowKey& key, uint64_t hash) const {
 FlowEntry* FlowTable::lookup(const FlowKey& key, uint64_t hash, uint32_t now_ms) {
   size_t i = find(key, hash);
   if (i == SIZE_MAX) return nullptr;
-  if (isExpired(entries_[i], now_ms)) {
+  if (expiredNow(entries_[i], now_ms)) {
     removeAt(i);
     ++counters_.expired;
     return nullptr;
@@ -229,7 +229,7 @@ size_t FlowTable::expireSome(uint32_t now_ms, size_t max_slots) {
   size_t advanced = 0;
   while (advanced < max_slots && size_ > 0) {
     if (cursor_ >= total_) cursor_ = 0;
-    if (meta_[cursor_].dist != 0 && isExpired(entries_[cursor_], now_ms)) {
+    if (meta_[cursor_].dist != 0 && expiredNow(entries_[cursor_], now_ms)) {
       // A later entry may have shifted into the cursor slot: look again
       // (bounded: each repeat removes an entry).
       removeAt(cursor_);

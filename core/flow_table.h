@@ -154,6 +154,18 @@ class FlowTable {
   // Removes everything (counters are kept).
   void clear();
 
+  // Called for an entry that looks idle past its timeout, just before it
+  // would be removed (by lookup, expireSome or the full-table reclaim).  The
+  // hook may refresh the entry (last_seen, state) from activity the table did
+  // not see -- e.g. packets a kernel fast path forwarded -- and return true;
+  // the entry is then kept if it is no longer expired.  Control-rate only:
+  // never called for live entries.
+  using ExpiryHook = bool (*)(void* ctx, FlowEntry& entry, uint32_t now_ms);
+  void setExpiryHook(ExpiryHook hook, void* ctx) {
+    hook_ = hook;
+    hook_ctx_ = ctx;
+  }
+
   // Per-packet update: last_seen, packet count and, for TCP (key.proto == 6),
   // the state. Client->server only (DSR): FIN or RST -> kTcpClosing (sticky);
   // SYN without ACK -> kTcpSyn; ACK without SYN/FIN/RST -> kTcpEstablished.
@@ -205,6 +217,14 @@ class FlowTable {
   FlowTimeouts timeouts_;
   uint32_t timeout_[kFlowStateCount] = {};
   FlowTableCounters counters_;
+  ExpiryHook hook_ = nullptr;
+  void* hook_ctx_ = nullptr;
+
+  // isExpired(), after giving the expiry hook a chance to refresh the entry.
+  bool expiredNow(FlowEntry& e, uint32_t now_ms) {
+    if (!isExpired(e, now_ms)) return false;
+    return hook_ == nullptr || !hook_(hook_ctx_, e, now_ms) || isExpired(e, now_ms);
+  }
 };
 
 // ---- templates ----
