@@ -576,7 +576,7 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
   {
     Section s(ctx, subTable(root, "slr", Need::kRequired, "[slr]"), "slr",
               {"name", "control_listen", "tunnel_source", "status_socket", "tun_name", "workers",
-               "tunnel_mtu", "log_level"});
+               "tunnel_mtu", "fast_path_interfaces", "log_level"});
     auto& o = c.slr;
     read(s, "name", Need::kRequired, kNameWhat, o.name, parseName);
     read(s, "control_listen", Need::kRequired, kEndpointWhat, o.control_listen, parseEndpoint);
@@ -587,6 +587,26 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     read(s, "tunnel_mtu", Need::kOptional, "an integer 576..65535", o.tunnel_mtu,
          intIn<uint32_t>(576, 65535));
     read(s, "log_level", Need::kOptional, kLogLevelWhat, o.log_level, parseLogLevel);
+    if (const toml::node* n = s.at("fast_path_interfaces")) {
+      constexpr std::string_view what = "an array of interface names";
+      if (const auto* arr = n->as_array(); arr == nullptr) {
+        ctx.expected(s.path("fast_path_interfaces"), what, repr(*n));
+      } else {
+        for (size_t i = 0; i < arr->size(); ++i) {
+          std::string w(kIfNameWhat);
+          auto name = parseIfName((*arr)[i], w);
+          if (!name) {
+            ctx.expected(element(s.path("fast_path_interfaces"), i), w, repr((*arr)[i]));
+          } else if (std::find(o.fast_path_interfaces.begin(), o.fast_path_interfaces.end(), *name) !=
+                     o.fast_path_interfaces.end()) {
+            ctx.expected(element(s.path("fast_path_interfaces"), i), "an interface not listed twice",
+                         quote(*name));
+          } else {
+            o.fast_path_interfaces.push_back(*name);
+          }
+        }
+      }
+    }
   }
 
   readTls(root, c.tls);

@@ -66,6 +66,10 @@ struct SlrSection {
   std::string status_socket = "/run/slrctl/slr.sock";
   std::string tun_name = "slr0";    // VIP subnets are routed into it
   uint32_t workers = 1;             // 1..64, one flow-table shard each
+  // Uplinks VIP traffic arrives on: a tc BPF fast path attached to their
+  // ingress forwards packets of established flows without userspace.  Empty:
+  // no fast path (every packet goes through the workers).
+  std::vector<std::string> fast_path_interfaces;
   uint32_t tunnel_mtu = 1500;       // 576..65535, largest outer (encapsulated) packet sent
   log::Level log_level = log::Level::kInfo;
 };

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <cstring>
 #include <string>
@@ -55,6 +56,18 @@ Result<std::vector<UniqueFd>> openTunQueues(std::string_view name, size_t n) {
     fds.push_back(std::move(fd).value());
   }
   return fds;
+}
+
+Status setTxQueueLength(std::string_view name, uint32_t packets) {
+  std::string what = "set txqueuelen " + std::to_string(packets) + " on " + std::string(name);
+  if (name.empty() || name.size() >= IFNAMSIZ) return sysError(what, EINVAL);
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return sysError(what + ": socket");
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  ifr.ifr_qlen = int(packets);
+  if (::ioctl(s.get(), SIOCSIFTXQLEN, &ifr) < 0) return sysError(what);
+  return Ok{};
 }
 
 }  // namespace slr

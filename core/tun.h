@@ -3,6 +3,7 @@
 // The device exists while a queue fd is open (not persistent); bring it up and
 // route into it with nl::linkSetUp / nl::addRoute.
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -17,5 +18,9 @@ namespace slr {
 // n queues of a multi-queue device (n >= 1; n == 1 still uses IFF_MULTI_QUEUE
 // so more queues can be attached later).  The kernel spreads flows by hash.
 [[nodiscard]] Result<std::vector<UniqueFd>> openTunQueues(std::string_view name, size_t n);
+
+// Transmit queue length of a device (SIOCSIFTXQLEN).  For a TUN this is the
+// backlog of packets waiting for the reader: the SLR's ingress buffer.
+[[nodiscard]] Status setTxQueueLength(std::string_view name, uint32_t packets);
 
 }  // namespace slr

@@ -8,6 +8,8 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config git ca-certificates
   libmnl-dev libnftnl-dev libssl-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
+  # the SLR's kernel fast path: a tc BPF program built with clang, loaded with libbpf
+  clang libbpf-dev
   # tests, benchmarks
   libgtest-dev libbenchmark-dev libtins-dev
   # runtime / end-to-end tests / demo

@@ -192,6 +192,7 @@ TEST(ConfigValues, AllSlrKeysRead) {
 tun_name = "lb0"
 workers = 4
 tunnel_mtu = 9000
+fast_path_interfaces = ["eth0", "bond0.100"]
 log_level = "debug"
 
 [flows]
@@ -220,6 +221,7 @@ route_cost = 2.5)");
   EXPECT_EQ(r->slr.tun_name, "lb0");
   EXPECT_EQ(r->slr.workers, 4u);
   EXPECT_EQ(r->slr.tunnel_mtu, 9000u);
+  EXPECT_EQ(r->slr.fast_path_interfaces, (std::vector<std::string>{"eth0", "bond0.100"}));
   EXPECT_EQ(r->slr.log_level, log::Level::kDebug);
   EXPECT_EQ(r->flows.capacity, 1024u);
   EXPECT_EQ(r->flows.on_full, OnFull::kDrop);
@@ -274,6 +276,14 @@ TEST(ConfigErrors, Ranges) {
             Lines{"t.toml: slr.workers: expected an integer 1..64, got 65"});
   EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")", "name = \"slr1\"\ntunnel_mtu = 575")),
             Lines{"t.toml: slr.tunnel_mtu: expected an integer 576..65535, got 575"});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")",
+                           "name = \"slr1\"\nfast_path_interfaces = [\"eth0\", \"a/b\", \"eth0\"]")),
+            (Lines{"t.toml: slr.fast_path_interfaces[1]: expected an interface name of 1..15 "
+                   "characters from [A-Za-z0-9._-], got \"a/b\"",
+                   "t.toml: slr.fast_path_interfaces[2]: expected an interface not listed twice, "
+                   "got \"eth0\""}));
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")", "name = \"slr1\"\nfast_path_interfaces = \"eth0\"")),
+            Lines{"t.toml: slr.fast_path_interfaces: expected an array of interface names, got \"eth0\""});
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "[flows]\ncapacity = 1023\n[tls]")),
             Lines{"t.toml: flows.capacity: expected an integer 1024..67108864, got 1023"});
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "[flows]\ncapacity = 67108865\n[tls]")),
@@ -368,7 +378,8 @@ TEST(ConfigErrors, EnumsAreSpelledExactly) {
 TEST(ConfigErrors, UnknownKeys) {
   EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")", "name = \"slr1\"\nworker = 2")),
             Lines{"t.toml: slr.worker: unknown key; expected one of: name, control_listen, "
-                  "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, log_level"});
+                  "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
+                  "log_level"});
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "[flows.timeouts]\ntcp = \"1s\"\n[tls]")),
             Lines{"t.toml: flows.timeouts.tcp: unknown key; expected one of: tcp_syn, "
                   "tcp_established, tcp_closing, udp, other"});
@@ -383,9 +394,11 @@ TEST(ConfigErrors, UnknownKeys) {
   // Unknown keys come in document order.
   EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")", "zz = 1\nname = \"slr1\"\naa = 2")),
             (Lines{"t.toml: slr.zz: unknown key; expected one of: name, control_listen, "
-                   "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, log_level",
+                   "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
+                   "log_level",
                    "t.toml: slr.aa: unknown key; expected one of: name, control_listen, "
-                   "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, log_level"}));
+                   "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
+                  "log_level"}));
 }
 
 TEST(ConfigErrors, OverlappingVips) {
@@ -429,7 +442,8 @@ TEST(ConfigErrors, SectionsAndArrays) {
             Lines{"t.toml: tls: expected a table [tls], got nothing"});
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "flows = 3\n[tls]")),
             Lines{"t.toml: slr.flows: unknown key; expected one of: name, control_listen, "
-                  "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, log_level"});
+                  "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
+                  "log_level"});
   EXPECT_EQ(hostErrors(edit(kHostBase, "[[subnet]]\nprefix = \"10.100.0.0/24\"\n", "")),
             Lines{"h.toml: subnet: expected at least one [[subnet]] table, got nothing"});
   EXPECT_EQ(hostErrors(edit(kHostBase, "[[slr]]\naddress = \"10.0.2.2:7400\"\nname = \"slr1\"\n", "")),
