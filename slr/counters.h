@@ -49,6 +49,8 @@ struct alignas(64) WorkerCounters {
   Counter stateless_forwarded{0};   // table full, forwarded by consistent hash
   Counter icmp_too_big_sent{0};
   Counter active_flows{0};          // table size after the last batch
+  Counter fast_path_installed{0};   // flows handed to the kernel fast path
+  Counter fast_path_failed{0};      // could not be installed (map full...): stay in userspace
   Counter flows_expired{0};
   Counter table_full{0};
   Counter parse_drops[static_cast<int>(ParseError::kCount)]{};

@@ -19,6 +19,7 @@
 #include "core/tls.h"
 #include "core/tun.h"
 #include "slr/control_server.h"
+#include "slr/fast_path.h"
 #include "slr/forwarding.h"
 #include "slr/registry.h"
 #include "slr/table_builder.h"
@@ -40,6 +41,7 @@ class SlrDaemon {
   ~SlrDaemon() { teardown(); }
 
   Status setup();
+  void attachFastPath();
   void loop(std::atomic<bool>& stop);
   void teardown();
 
@@ -54,6 +56,8 @@ class SlrDaemon {
   SnapshotHolder snapshots_;
   std::unique_ptr<TableBuilder> builder_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<FastPath> fast_path_;
+  std::string fast_path_note_ = "off: no [slr] fast_path_interfaces";
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::atomic<bool> workers_stop_{false};
@@ -90,6 +94,10 @@ Status SlrDaemon::setup() {
   auto idx = nl::linkIndex(cfg_.slr.tun_name);
   if (!idx) return idx.error();
   tun_index_ = *idx;
+  // The TUN's queue is the SLR's ingress buffer: a burst of new flows must
+  // wait there for the workers rather than be dropped by the kernel.
+  if (auto st = setTxQueueLength(cfg_.slr.tun_name, 16384); !st)
+    LOG_WARN("slr", st.error().message());
   if (auto st = nl::linkSetUp(tun_index_); !st) return st;
 
   // Packets for the VIPs arrive on the uplink and are forwarded into the TUN.
@@ -109,6 +117,8 @@ Status SlrDaemon::setup() {
     LOG_INFO("slr", "VIP " + v.name + " " + v.subnet.str() + " routed into " + cfg_.slr.tun_name);
   }
 
+  if (!cfg_.slr.fast_path_interfaces.empty()) attachFastPath();
+
   std::random_device rd;
   const uint64_t seed = (uint64_t(rd()) << 32) ^ rd();
   for (size_t i = 0; i < nworkers; ++i) {
@@ -123,6 +133,7 @@ Status SlrDaemon::setup() {
     o.hash_seed = seed;
     o.vips = vips;
     o.host_count = cfg_.hosts.size();
+    o.fast_path = fast_path_.get();
     auto w = std::make_unique<Worker>(std::move(o), snapshots_);
     if (auto st = w->init(); !st) return st;
     workers_.push_back(std::move(w));
@@ -139,6 +150,36 @@ Status SlrDaemon::setup() {
                       ", " + std::to_string(nworkers) + " worker(s), flow capacity " +
                       std::to_string(cfg_.flows.capacity) + ", policy " + cfg_.policy.algorithm);
   return Ok{};
+}
+
+// The kernel fast path is an accelerator, never a requirement: when it
+// cannot be attached the SLR says why and forwards everything in userspace.
+void SlrDaemon::attachFastPath() {
+  std::string ifs;
+  for (const auto& i : cfg_.slr.fast_path_interfaces) ifs += (ifs.empty() ? "" : ",") + i;
+  auto fp = FastPath::attach(cfg_.slr.fast_path_interfaces, cfg_.slr.tunnel_mtu,
+                             cfg_.flows.capacity, cfg_.vips.size(), cfg_.hosts.size());
+  if (!fp) {
+    fast_path_note_ = "off: " + fp.error().message();
+    LOG_WARN("slr", "kernel fast path not available, forwarding in userspace only: " +
+                        fp.error().message());
+    return;
+  }
+  fast_path_ = std::move(fp.value());
+  fast_path_note_ = "on: tc ingress on " + ifs;
+  for (const auto& i : cfg_.slr.fast_path_interfaces) {
+    // A veth's far end is this same kernel: packets from local sockets still
+    // carry CHECKSUM_PARTIAL (and GSO) and would leave the fast path so.
+    // Without tx checksum offload the kernel finishes them before the wire.
+    auto link = nl::linkGet(i);
+    if (link && link->kind == "veth") {
+      if (auto st = FastPath::setTxChecksumOffload(i, false); !st)
+        LOG_WARN("slr", "fast path: " + st.error().message());
+      else
+        LOG_INFO("slr", "fast path: tx checksum offload off on veth " + i);
+    }
+  }
+  LOG_INFO("slr", "kernel fast path " + fast_path_note_);
 }
 
 void SlrDaemon::loop(std::atomic<bool>& stop) {
@@ -177,6 +218,7 @@ void SlrDaemon::teardown() {
     old_ip_forward_.clear();
   }
   workers_.clear();  // closes the TUN queues: the device goes away
+  fast_path_.reset();  // detaches the tc programs
 }
 
 std::string SlrDaemon::handle(std::string_view req) {
@@ -229,8 +271,28 @@ json SlrDaemon::statusJson() {
     }
     capacity += w->flowCapacity();
   }
-  j["packets"] = {{"rx", rx}, {"tx", tx}, {"rx_bytes", rxb}, {"tx_bytes", txb},
+  // Packets the kernel fast path forwarded never reached a worker: count them
+  // in rx and tx so rx - drops == tx holds for the SLR as a whole.
+  FastPathStats fps;
+  if (fast_path_) fps = fast_path_->stats();
+  for (size_t i = 0; i < cfg_.vips.size() && i < fps.vip.size(); ++i) {
+    vp[i] += fps.vip[i].first;
+    vb[i] += fps.vip[i].second;
+  }
+  j["packets"] = {{"rx", rx + fps.packets},       {"tx", tx + fps.packets},
+                  {"rx_bytes", rxb + fps.bytes},  {"tx_bytes", txb + fps.bytes + 20 * fps.packets},
+                  {"userspace", rx},              {"fast_path", fps.packets},
                   {"icmp_too_big_sent", icmp}};
+  uint64_t installed = 0, install_failed = 0;
+  for (const auto& w : workers_) {
+    installed += read(w->counters().fast_path_installed);
+    install_failed += read(w->counters().fast_path_failed);
+  }
+  j["fast_path"] = {{"enabled", fast_path_ != nullptr}, {"state", fast_path_note_},
+                    {"flows", fps.flows},                {"packets", fps.packets},
+                    {"bytes", fps.bytes},                {"misses", fps.slow_path},
+                    {"no_route", fps.fib_fail},          {"too_big_or_ttl", fps.too_big},
+                    {"installed", installed},            {"install_failed", install_failed}};
   j["flows"] = {{"active", active},   {"capacity", capacity},   {"created", created},
                 {"expired", expired}, {"table_full", full},     {"stateless_forwarded", stateless},
                 {"rerouted", rerouted}, {"on_full", std::string(config::onFullName(cfg_.flows.on_full))}};
@@ -286,6 +348,13 @@ json SlrDaemon::hostsJson() {
       pk[i] += read(w->hostCounters()[i].packets);
       by[i] += read(w->hostCounters()[i].bytes);
       fl[i] += read(w->hostCounters()[i].flows);
+    }
+  }
+  if (fast_path_) {
+    auto fps = fast_path_->stats();
+    for (size_t i = 0; i < hosts.size() && i < fps.host.size(); ++i) {
+      pk[i] += fps.host[i].first;
+      by[i] += fps.host[i].second;
     }
   }
   auto now = Clock::now();

@@ -16,6 +16,7 @@ namespace {
 
 constexpr size_t kHeadroom = IpipCodec::kOverhead;
 constexpr uint32_t kIcmpPerSecond = 100;  // rate limit for "fragmentation needed"
+constexpr uint8_t kFlagFastPath = 0x01;    // FlowEntry::flags: installed in the kernel fast path
 
 uint32_t v4(const std::array<uint8_t, 16>& b) {
   return (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | uint32_t(b[3]);
@@ -57,6 +58,7 @@ Status Worker::init() {
   counters_ = std::make_unique<WorkerCounters>();
   vip_counters_ = std::vector<ObjectCounters>(opts_.vips.size());
   host_counters_ = std::vector<ObjectCounters>(opts_.host_count);
+  if (opts_.fast_path != nullptr) table_->setExpiryHook(&Worker::refreshFromFastPath, this);
   return Ok{};
 }
 
@@ -76,8 +78,10 @@ void Worker::run(const std::atomic<bool>& stop) {
     const uint32_t now = nowMs();
     if (snapshots_.generation() != snap_generation_) {
       snap_generation_ = snapshots_.generation();
+      auto old = std::move(snap_);
       snap_ = snapshots_.get();
       rr_counters_.assign(snap_->routes.size(), 0);  // control-rate, not per packet
+      if (opts_.fast_path != nullptr && old) withdrawFromFastPath(*old);
     }
     if (request_.load(std::memory_order_acquire) != 0) serveControl(now);
 
@@ -154,6 +158,7 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       if (rt == nullptr || rt->selection.empty()) return drop(Drop::k_no_host);
       e->next_hop = rt->selection.pick(hash, rr_counters_[size_t(rt - snap.routes.data())]);
       bump(counters_->flows_rerouted);
+      if (opts_.fast_path != nullptr) installFastPath(*e, uint16_t(vip));
     }
     FlowTable::touch(*e, info.tcp_flags, now_ms);
     nh = e->next_hop;
@@ -174,6 +179,7 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
         bump(counters_->flows_created);
         bump(vip_counters_[vip].flows);
         bump(host_counters_[nh].flows);
+        if (opts_.fast_path != nullptr && alive(nh)) installFastPath(*e, uint16_t(vip));
       } else {
         bump(counters_->table_full);
         if (!opts_.stateless_on_full) return drop(Drop::k_table_full);
@@ -231,6 +237,60 @@ void Worker::flush() {
     sent += size_t(r);
   }
   tx_count_ = 0;
+}
+
+// From its first packet on, the kernel forwards the rest of the flow; this
+// worker only sees packets the fast path hands back (too big, TTL, no
+// neighbour).  One bpf(2) call per new flow, never per packet.
+void Worker::installFastPath(FlowEntry& e, uint16_t vip) {
+  if (!FastPath::eligible(e.key) || e.next_hop >= snap_->next_hops.size()) return;
+  FastPathFlow f{opts_.tunnel_source, snap_->next_hops[e.next_hop].tunnel_v4, e.next_hop, vip};
+  if (opts_.fast_path->add(e.key, f).ok()) {
+    e.flags |= kFlagFastPath;
+    bump(counters_->fast_path_installed);
+  } else {
+    e.flags &= uint8_t(~kFlagFastPath);
+    bump(counters_->fast_path_failed);
+  }
+}
+
+// A host went down: the kernel would keep tunnelling its flows into the
+// void.  Take them out of the fast path so their next packet reaches this
+// worker, which re-points the flow to a live host.
+void Worker::withdrawFromFastPath(const ForwardingSnapshot& old) {
+  std::vector<bool> lost(old.next_hops.size(), false);
+  bool any = false;
+  for (size_t h = 0; h < old.next_hops.size(); ++h) {
+    lost[h] = old.next_hops[h].up && (h >= snap_->next_hops.size() || !snap_->next_hops[h].up);
+    any = any || lost[h];
+  }
+  if (!any) return;
+  table_->forEach([&](FlowEntry& e) {
+    if ((e.flags & kFlagFastPath) && e.next_hop < lost.size() && lost[e.next_hop]) {
+      (void)opts_.fast_path->remove(e.key);
+      e.flags &= uint8_t(~kFlagFastPath);
+    }
+  });
+}
+
+// Expiry hook (control rate: only for entries that look idle).  The kernel
+// saw the packets this table did not: take its last-seen time and FIN/RST;
+// a flow idle in both places leaves the kernel map as it leaves the table.
+bool Worker::refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms) {
+  auto* w = static_cast<Worker*>(self);
+  if (!(e.flags & kFlagFastPath)) return false;
+  auto act = w->opts_.fast_path->activity(e.key);
+  if (act.ok() && act.value().has_value()) {
+    const FastPathActivity& a = *act.value();
+    if (int32_t(a.last_seen_ms - e.last_seen_ms) > 0) e.last_seen_ms = a.last_seen_ms;
+    if (e.key.proto == kProtoTcp && (a.tcp_flags & (kTcpFin | kTcpRst)))
+      e.state = FlowState::kTcpClosing;
+  }
+  if (w->table_->isExpired(e, now_ms)) {
+    (void)w->opts_.fast_path->remove(e.key);
+    return false;
+  }
+  return true;
 }
 
 // ICMP "fragmentation needed" to the client (RFC 1191, RFC 2003 5.1): the

@@ -21,6 +21,7 @@
 #include "core/flow_table.h"
 #include "core/result.h"
 #include "slr/counters.h"
+#include "slr/fast_path.h"
 #include "slr/forwarding.h"
 
 namespace slr::router {
@@ -40,6 +41,7 @@ struct WorkerOptions {
   uint64_t hash_seed = 0;
   std::vector<VipMatch> vips;   // config order; index = VIP counter slot
   size_t host_count = 0;
+  FastPath* fast_path = nullptr;  // kernel fast path, or nullptr (owned by the daemon)
 };
 
 // A flow as shown by `slrctl flows`.
@@ -83,6 +85,9 @@ class Worker {
   void flush();
   void serveControl(uint32_t now_ms);
   uint32_t nowMs() const;
+  void installFastPath(FlowEntry& e, uint16_t vip);
+  void withdrawFromFastPath(const ForwardingSnapshot& old);
+  static bool refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms);
 
   WorkerOptions opts_;
   const SnapshotHolder& snapshots_;

@@ -308,7 +308,8 @@ make_pki() {  # DIR [N_HOSTS]
 # write_slr_config FILE HOSTSPEC...
 #   HOSTSPEC = NAME[=PREFIX[,PREFIX...]]   (default prefix: the VIP subnet)
 # Knobs: SLR_ALGORITHM (least-cost), SLR_FLOW_CAPACITY (65536), SLR_ON_FULL
-# (stateless), SLR_WORKERS (1), SLR_LOG_LEVEL (info), TIE_TOLERANCE (0.05).
+# (stateless), SLR_WORKERS (1), SLR_LOG_LEVEL (info), TIE_TOLERANCE (0.05),
+# SLR_FAST_PATH (an interface for the kernel fast path, e.g. eth0; default none).
 write_slr_config() {
   local file=$1 spec name prefixes p list; shift
   {
@@ -322,6 +323,7 @@ status_socket = "$SLR_SOCK"
 tun_name = "slr0"
 workers = ${SLR_WORKERS:-1}
 log_level = "${SLR_LOG_LEVEL:-info}"
+fast_path_interfaces = [${SLR_FAST_PATH:+\"$SLR_FAST_PATH\"}]
 
 [tls]
 ca = "$PKI_DIR/ca.pem"
