@@ -568,6 +568,29 @@ bool wrongRole(Ctx& ctx, const toml::table& root, Role want) {
   return true;
 }
 
+// An optional array of distinct interface names (fast path / decap uplinks).
+void readIfNameList(Ctx& ctx, const Section& s, std::string_view key, std::vector<std::string>& out) {
+  const toml::node* n = s.at(key);
+  if (n == nullptr) return;
+  constexpr std::string_view what = "an array of interface names";
+  const auto* arr = n->as_array();
+  if (arr == nullptr) {
+    ctx.expected(s.path(key), what, repr(*n));
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    std::string w(kIfNameWhat);
+    auto name = parseIfName((*arr)[i], w);
+    if (!name) {
+      ctx.expected(element(s.path(key), i), w, repr((*arr)[i]));
+    } else if (std::find(out.begin(), out.end(), *name) != out.end()) {
+      ctx.expected(element(s.path(key), i), "an interface not listed twice", quote(*name));
+    } else {
+      out.push_back(*name);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- SLR ----
 
 void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
@@ -587,26 +610,7 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     read(s, "tunnel_mtu", Need::kOptional, "an integer 576..65535", o.tunnel_mtu,
          intIn<uint32_t>(576, 65535));
     read(s, "log_level", Need::kOptional, kLogLevelWhat, o.log_level, parseLogLevel);
-    if (const toml::node* n = s.at("fast_path_interfaces")) {
-      constexpr std::string_view what = "an array of interface names";
-      if (const auto* arr = n->as_array(); arr == nullptr) {
-        ctx.expected(s.path("fast_path_interfaces"), what, repr(*n));
-      } else {
-        for (size_t i = 0; i < arr->size(); ++i) {
-          std::string w(kIfNameWhat);
-          auto name = parseIfName((*arr)[i], w);
-          if (!name) {
-            ctx.expected(element(s.path("fast_path_interfaces"), i), w, repr((*arr)[i]));
-          } else if (std::find(o.fast_path_interfaces.begin(), o.fast_path_interfaces.end(), *name) !=
-                     o.fast_path_interfaces.end()) {
-            ctx.expected(element(s.path("fast_path_interfaces"), i), "an interface not listed twice",
-                         quote(*name));
-          } else {
-            o.fast_path_interfaces.push_back(*name);
-          }
-        }
-      }
-    }
+    readIfNameList(ctx, s, "fast_path_interfaces", o.fast_path_interfaces);
   }
 
   readTls(root, c.tls);
@@ -724,7 +728,7 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
   {
     Section s(ctx, subTable(root, "host", Need::kRequired, "[host]"), "host",
               {"name", "tunnel_address", "status_socket", "tunnel_mode", "tun_name",
-               "update_interval", "log_level"});
+               "update_interval", "decap_interfaces", "log_level"});
     auto& o = c.host;
     read(s, "name", Need::kRequired, kNameWhat, o.name, parseName);
     read(s, "tunnel_address", Need::kRequired, kIpv4What, o.tunnel_address, parseIpv4);
@@ -735,6 +739,7 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
     read(s, "update_interval", Need::kOptional, kDurationWhat, o.update_interval,
          parseDurationNode);
     read(s, "log_level", Need::kOptional, kLogLevelWhat, o.log_level, parseLogLevel);
+    readIfNameList(ctx, s, "decap_interfaces", o.decap_interfaces);
   }
 
   readTls(root, c.tls);

@@ -127,6 +127,10 @@ struct HostSection {
   TunnelMode tunnel_mode = TunnelMode::kAuto;
   std::string tun_name = "slrt0";   // userspace termination TUN device
   Duration update_interval{std::chrono::seconds(1)};
+  // Uplinks tunnels arrive on: with userspace termination, a tc BPF program
+  // there decapsulates accepted tunnel packets in the kernel and hands them
+  // to tun_name, as the userspace terminator would.  Empty: off.
+  std::vector<std::string> decap_interfaces;
   log::Level log_level = log::Level::kInfo;
 };
 

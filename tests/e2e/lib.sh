@@ -365,7 +365,8 @@ EOF
 
 # write_host_config FILE I [NAME] [CERT_BASENAME] [PREFIX]
 # Knobs: LOAD_SOURCE (connections | file | cpu | command; file reads
-# $RUN_DIR/load_hI), TUNNEL_MODE (auto), HOST_LOG_LEVEL (info).
+# $RUN_DIR/load_hI), TUNNEL_MODE (auto), HOST_LOG_LEVEL (info), HOST_DECAP (an
+# uplink for kernel tunnel decapsulation, e.g. eth0; default none).
 write_host_config() {
   local file=$1 i=$2 name=${3:-host$2} cert=${4:-host$2} prefix=${5:-$VIP_SUBNET}
   local src=${LOAD_SOURCE:-connections}
@@ -380,6 +381,7 @@ tunnel_mode = "${TUNNEL_MODE:-auto}"
 tun_name = "slrt0"
 update_interval = "$UPDATE_INTERVAL"
 log_level = "${HOST_LOG_LEVEL:-info}"
+decap_interfaces = [${HOST_DECAP:+\"$HOST_DECAP\"}]
 
 [tls]
 ca = "$PKI_DIR/ca.pem"

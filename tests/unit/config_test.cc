@@ -239,6 +239,7 @@ route_cost = 2.5)");
 TEST(ConfigValues, AllHostKeysRead) {
   std::string t = edit(kHostBase, "[tls]", R"(tunnel_mode = "userspace"
 update_interval = "200ms"
+decap_interfaces = ["eth0"]
 [load]
 source = "command"
 command = "echo 0.5"
@@ -249,6 +250,7 @@ tunnel_source = "10.0.2.9")");
   ASSERT_TRUE(r.ok()) << r.error().detail;
   EXPECT_EQ(r->host.tunnel_mode, TunnelMode::kUserspace);
   EXPECT_EQ(r->host.update_interval, milliseconds(200));
+  EXPECT_EQ(r->host.decap_interfaces, std::vector<std::string>{"eth0"});
   EXPECT_EQ(r->load.source, LoadSource::kCommand);
   EXPECT_EQ(r->load.command, "echo 0.5");
   EXPECT_EQ(r->slrs[0].tunnel_source.str(), "10.0.2.9");
