@@ -602,6 +602,18 @@ cap_show() {  # NAME MAX [FILTER...]
   tcpdump -r "$RUN_DIR/$name.pcap" -n -Z root "$@" 2>/dev/null | head -n "$max"
 }
 
+# start_long_download: a rate-limited download of big.bin (~4 s at 4 MiB/s)
+# from the client into $RUN_DIR/long.bin, in the background (LONG_PID); returns
+# once bytes are arriving.  Check it with `wait "$LONG_PID"` and $BIG_SHA.
+start_long_download() {
+  ns cli curl -sS --fail --max-time 60 --limit-rate 4M -o "$RUN_DIR/long.bin" "http://$VIP/big.bin" \
+    >"$RUN_DIR/long-curl.log" 2>&1 &
+  LONG_PID=$!
+  _PIDS+=("$LONG_PID")
+  wait_for 10 _long_started
+}
+_long_started() { [[ -s "$RUN_DIR/long.bin" ]]; }
+
 # ---------------------------------------------------------------------------
 # Common bring-up: topology with N hosts, PKI, SLR allowing host1..hostN,
 # agents and HTTP servers; waits until the SLR lists every host as up.

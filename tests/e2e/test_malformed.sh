@@ -19,12 +19,7 @@ K=5   # copies of each malformed kind
 BIG_MB=16 LOAD_SOURCE=connections bring_up 2
 
 # A long transfer (~4 s at 4 MiB/s) running across the injection.
-ns cli curl -sS --fail --max-time 60 --limit-rate 4M -o "$RUN_DIR/long.bin" "http://$VIP/big.bin" \
-  >"$RUN_DIR/long-curl.log" 2>&1 &
-LONG_PID=$!
-_PIDS+=("$LONG_PID")
-long_started() { [[ -s "$RUN_DIR/long.bin" ]]; }
-wait_for 10 long_started || die "long transfer started"
+start_long_download || die "long transfer started"
 
 S0=$RUN_DIR/status0.json
 slr_json status >"$S0" || die "status before injection"

@@ -29,12 +29,7 @@ PYEOF
 # ---- phase 1: on_full = "drop"
 SLR_FLOW_CAPACITY=$CAP SLR_ON_FULL=drop BIG_MB=16 bring_up 2
 
-ns cli curl -sS --fail --max-time 60 --limit-rate 4M -o "$RUN_DIR/long.bin" "http://$VIP/big.bin" \
-  >"$RUN_DIR/long-curl.log" 2>&1 &
-LONG_PID=$!
-_PIDS+=("$LONG_PID")
-long_started() { [[ -s "$RUN_DIR/long.bin" ]]; }
-wait_for 10 long_started || die "long transfer started"
+start_long_download || die "long transfer started"
 
 fill_table $((CAP + EXTRA)) || die "UDP filler ran"
 table_is_full() { [[ $(slr_get status "d['flows']['active']") -ge $CAP ]]; }

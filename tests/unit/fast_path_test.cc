@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
+
+#include "tests/unit/scratch_netns.h"
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
@@ -85,20 +87,6 @@ TEST(FastPathObject, Eligibility) {
 }
 
 // ------------------------------------------------------------------- root ---
-
-// Moves the test process into a fresh network namespace, once per process
-// (the flag is shared with the other test files that do the same).
-bool enterScratchNetns() {
-  if (geteuid() != 0) return false;
-  if (std::getenv("SLR_TEST_SCRATCH_NETNS") == nullptr) {
-    if (unshare(CLONE_NEWNET) != 0) return false;
-    setenv("SLR_TEST_SCRATCH_NETNS", "1", 1);
-  }
-  return std::system("ip link set lo up") == 0;
-}
-
-#define REQUIRE_SCRATCH_NETNS() \
-  if (!enterScratchNetns()) GTEST_SKIP() << "needs root to enter a scratch network namespace"
 
 bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
 

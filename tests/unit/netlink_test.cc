@@ -1,6 +1,7 @@
 // rtnetlink, TUN and sysctl: builders checked without root; what the kernel
 // accepts checked as root inside a scratch network namespace.
 #include "core/netlink.h"
+#include "tests/unit/scratch_netns.h"
 
 #include <gtest/gtest.h>
 #include <libmnl/libmnl.h>
@@ -15,22 +16,6 @@
 
 namespace slr::nl {
 namespace {
-
-// Moves the whole test process into a fresh network namespace (once per
-// process; the other test files use the same environment flag) with `lo` up.
-// Other tests in the binary need no network, or only loopback.
-bool enterScratchNetns() {
-  if (geteuid() != 0) return false;
-  if (std::getenv("SLR_TEST_SCRATCH_NETNS") == nullptr) {
-    if (unshare(CLONE_NEWNET) != 0) return false;
-    setenv("SLR_TEST_SCRATCH_NETNS", "1", 1);
-  }
-  auto lo = linkIndex("lo");
-  return lo.ok() && linkSetUp(*lo).ok();
-}
-
-#define REQUIRE_SCRATCH_NETNS() \
-  if (!enterScratchNetns()) GTEST_SKIP() << "needs root to enter a scratch network namespace"
 
 Prefix pfx(const char* s) { return *Prefix::parse(s); }
 IpAddress ip(const char* s) { return *IpAddress::parse(s); }

@@ -18,23 +18,10 @@
 
 #include "core/fd.h"
 #include "core/netlink.h"
+#include "tests/unit/scratch_netns.h"
 
 namespace slr::nft {
 namespace {
-
-// Same contract as in netlink_test.cc: one scratch netns per test process.
-bool enterScratchNetns() {
-  if (geteuid() != 0) return false;
-  if (std::getenv("SLR_TEST_SCRATCH_NETNS") == nullptr) {
-    if (unshare(CLONE_NEWNET) != 0) return false;
-    setenv("SLR_TEST_SCRATCH_NETNS", "1", 1);
-  }
-  auto lo = nl::linkIndex("lo");
-  return lo.ok() && nl::linkSetUp(*lo).ok();
-}
-
-#define REQUIRE_SCRATCH_NETNS() \
-  if (!enterScratchNetns()) GTEST_SKIP() << "needs root to enter a scratch network namespace"
 
 Prefix pfx(const char* s) { return *Prefix::parse(s); }
 IpAddress ip(const char* s) { return *IpAddress::parse(s); }

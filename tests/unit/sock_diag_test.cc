@@ -14,23 +14,10 @@
 
 #include "core/fd.h"
 #include "core/netlink.h"
+#include "tests/unit/scratch_netns.h"
 
 namespace slr::diag {
 namespace {
-
-// Same contract as in netlink_test.cc: one scratch netns per test process.
-bool enterScratchNetns() {
-  if (geteuid() != 0) return false;
-  if (std::getenv("SLR_TEST_SCRATCH_NETNS") == nullptr) {
-    if (unshare(CLONE_NEWNET) != 0) return false;
-    setenv("SLR_TEST_SCRATCH_NETNS", "1", 1);
-  }
-  auto lo = nl::linkIndex("lo");
-  return lo.ok() && nl::linkSetUp(*lo).ok();
-}
-
-#define REQUIRE_SCRATCH_NETNS() \
-  if (!enterScratchNetns()) GTEST_SKIP() << "needs root to enter a scratch network namespace"
 
 Prefix pfx(const char* s) { return *Prefix::parse(s); }
 IpAddress ip(const char* s) { return *IpAddress::parse(s); }
@@ -80,7 +67,7 @@ size_t count(std::span<const Prefix> p, std::optional<uint16_t> port = {}) {
 class SockDiagRoot : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!enterScratchNetns()) GTEST_SKIP() << "needs root to enter a scratch network namespace";
+    REQUIRE_SCRATCH_NETNS();
     Status s = nl::addAddress(1, ip("10.100.0.5"), 24);
     ASSERT_TRUE(s.ok() || s.error().code == EEXIST) << s.error().message();
   }
