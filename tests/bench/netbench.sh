@@ -11,7 +11,11 @@
 #   haproxy  cli -> VIP 10.100.0.10:80      HAProxy (mode tcp) in the slr ns, VIP a local
 #                                           address there, balancing to h1/h2 real addresses
 #   slrctl   cli -> VIP 10.100.0.10:80      `slrctl slr` + `slrctl host` on h1, h2 (IP-in-IP,
-#                                           direct server return)
+#                                           direct server return), every packet in userspace
+#   slrctl-fp     the same with the SLR's kernel fast path on its uplink
+#   slrctl-kernel the same with the fast path and kernel tunnel decapsulation
+#                 on the hosts (first packet of a flow in userspace, the rest
+#                 in the kernel on both ends)
 # For each path: connections/s (`slrbench crr`, one TCP connection per
 # request) and bulk reply throughput (`slrbench bulk`), median of --runs runs.
 # HAProxy runs before the SLR daemon is started, so the VIP is never both a
@@ -37,7 +41,8 @@ usage: netbench.sh --slrctl PATH --slrbench PATH [options]
   --concurrency C     parallel connections for connections/s (default 32)
   --bulk-bytes N      bytes per bulk stream, K/M/G suffixes (default 512M)
   --streams K         parallel bulk streams (default 4)
-  --paths LIST        comma-separated subset of direct,haproxy,slrctl (default all)
+  --paths LIST        comma-separated subset of direct,haproxy,slrctl,slrctl-fp,slrctl-kernel
+                      (default all)
   --workers N         SLR worker threads (default 1)
   --enforce           exit 1 when slrctl misses a target
   --keep              keep the run directory (logs, configs) for inspection
@@ -53,7 +58,7 @@ DURATION=5
 CONCURRENCY=32
 BULK_BYTES=512M
 STREAMS=4
-PATHS="direct,haproxy,slrctl"
+PATHS="direct,haproxy,slrctl,slrctl-fp,slrctl-kernel"
 WORKERS=1
 ENFORCE=0
 CRR_TARGET=0.80
@@ -87,9 +92,9 @@ done
 declare -A WANT=()
 IFS=, read -ra _p <<<"$PATHS"
 for x in "${_p[@]}"; do
-  case $x in direct|haproxy|slrctl) WANT[$x]=1 ;; *) echo "netbench: --paths: unknown path '$x'" >&2; usage ;; esac
+  case $x in direct|haproxy|slrctl|slrctl-fp|slrctl-kernel) WANT[$x]=1 ;; *) echo "netbench: --paths: unknown path '$x'" >&2; usage ;; esac
 done
-[[ -n "${WANT[slrctl]:-}" && -z "$BENCH_SLRCTL" ]] && { echo "netbench: --slrctl is required for the slrctl path" >&2; usage; }
+[[ -n "${WANT[slrctl]:-}${WANT[slrctl-fp]:-}${WANT[slrctl-kernel]:-}" && -z "$BENCH_SLRCTL" ]] && { echo "netbench: --slrctl is required for the slrctl path" >&2; usage; }
 
 abspath() { [[ "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
 SLRBENCH=$(abspath "$SLRBENCH")
@@ -226,12 +231,13 @@ fi
 
 # ---------------------------------------------------------------- slrctl
 
-# slrctl_path: SLR + two host agents, then measure through the VIP.  Returns
-# 1 (after reporting why) on the first step that fails; the other paths'
+# slrctl_path NAME: SLR + two host agents (configured by the SLR_FAST_PATH /
+# HOST_DECAP knobs of lib.sh), then measure through the VIP.  Returns 1
+# (after reporting why) on the first step that fails; the other paths'
 # numbers are still reported.
 slrctl_path() {
-  local i
-  make_pki "$PKI_DIR" 2 || { bench_fail "PKI"; return 1; }
+  local name=$1 i
+  [[ -f "$PKI_DIR/ca.pem" ]] || make_pki "$PKI_DIR" 2 || { bench_fail "PKI"; return 1; }
   write_slr_config "$RUN_DIR/slr.toml" host1 host2
   # shellcheck disable=SC2119  # default config path
   start_slr || { bench_fail "SLR starts and answers on its status socket"; return 1; }
@@ -240,17 +246,17 @@ slrctl_path() {
     start_host "$i" || { bench_fail "host agent h$i starts"; return 1; }
   done
   wait_for 20 hosts_up host1 host2 || { slr_json hosts >&2; bench_fail "both hosts up at the SLR"; return 1; }
-  ok "SLR and both host agents up after ${WAITED_S}s"
-  wait_for 10 crr_ok "$VIP:$PORT" || { bench_fail "VIP $VIP:$PORT answers through slrctl"; return 1; }
-  measure slrctl "$VIP:$PORT" || return 1
-  slr_json status >"$RESULTS/slr-status.json" 2>/dev/null || rm -f "$RESULTS/slr-status.json"
+  ok "$name: SLR and both host agents up after ${WAITED_S}s"
+  wait_for 10 crr_ok "$VIP:$PORT" || { bench_fail "VIP $VIP:$PORT answers through $name"; return 1; }
+  measure "$name" "$VIP:$PORT" || return 1
+  slr_json status >"$RESULTS/$name-status.json" 2>/dev/null || rm -f "$RESULTS/$name-status.json"
   # SIGTERM now: the daemons remove their routes, nft tables and devices.
   _kill_pids "$SLR_PID" "${HOST_PID[1]}" "${HOST_PID[2]}"
 }
 
-if [[ -n "${WANT[slrctl]:-}" ]]; then
-  slrctl_path
-fi
+[[ -n "${WANT[slrctl]:-}" ]] && SLR_FAST_PATH="" HOST_DECAP="" slrctl_path slrctl
+[[ -n "${WANT[slrctl-fp]:-}" ]] && SLR_FAST_PATH=eth0 HOST_DECAP="" slrctl_path slrctl-fp
+[[ -n "${WANT[slrctl-kernel]:-}" ]] && SLR_FAST_PATH=eth0 HOST_DECAP=eth0 slrctl_path slrctl-kernel
 
 # ---------------------------------------------------------------- report
 
@@ -274,7 +280,8 @@ def med(xs):
 summary = {"config": {"runs": int(runs), "crr_duration_s": float(duration), "concurrency": int(conc),
                       "bulk_bytes_per_stream": bulk_bytes, "streams": int(streams), "slr_workers": int(workers)},
            "targets": {"crr_ratio": crr_t, "bulk_ratio": bulk_t}, "paths": {}, "ratios": {}, "met": {}}
-for p in ("direct", "haproxy", "slrctl"):
+PATHS = ("direct", "haproxy", "slrctl", "slrctl-fp", "slrctl-kernel")
+for p in PATHS:
     crr, bulk = load(p, "crr"), load(p, "bulk")
     if not crr and not bulk:
         continue
@@ -285,12 +292,14 @@ for p in ("direct", "haproxy", "slrctl"):
         "crr_errors": sum(r["errors"] for r in crr),
         "throughput_mbps": med([r["throughput_mbps"] for r in bulk]),
         "complete": len(crr) == int(runs) and len(bulk) == int(runs)}
-st = os.path.join(res, "slr-status.json")
-if os.path.exists(st):
-    try:
-        summary["slr_status"] = json.load(open(st))
-    except ValueError:
-        pass
+summary["slr_status"] = {}
+for p in PATHS[2:]:
+    st = os.path.join(res, f"{p}-status.json")
+    if os.path.exists(st):
+        try:
+            summary["slr_status"][p] = json.load(open(st))
+        except ValueError:
+            pass
 
 d = summary["paths"].get("direct")
 def ratio(p, k):
@@ -298,7 +307,7 @@ def ratio(p, k):
     if not d or not d.get(k) or v is None:
         return None
     return v / d[k]
-for p in ("haproxy", "slrctl"):
+for p in PATHS[1:]:
     if p in summary["paths"]:
         rc, rb = ratio(p, "connections_per_s"), ratio(p, "throughput_mbps")
         summary["ratios"][p] = {"connections_per_s": rc, "throughput_mbps": rb}
@@ -312,13 +321,13 @@ def verdict(r, t):
 
 print()
 print(f"netbench: median of {runs} runs; crr {duration}s x {conc} concurrent; bulk {streams} x {bulk_bytes}")
-hdr = f"{'path':<8} {'conn/s':>9} {'p50us':>7} {'p99us':>7} {'err':>5} {'bulk Mbit/s':>12}   {'conn/s vs direct':<24} {'bulk vs direct':<24}"
+hdr = f"{'path':<13} {'conn/s':>9} {'p50us':>7} {'p99us':>7} {'err':>5} {'bulk Mbit/s':>12}   {'conn/s vs direct':<24} {'bulk vs direct':<24}"
 print(hdr)
 print("-" * len(hdr))
-for p in ("direct", "haproxy", "slrctl"):
+for p in PATHS:
     s = summary["paths"].get(p)
     if s is None:
-        print(f"{p:<8} {'(not measured)':>9}")
+        print(f"{p:<13} {'(not measured)':>9}")
         continue
     if p == "direct":
         rc_s, rb_s = "1.00 (reference)", "1.00 (reference)"
@@ -326,20 +335,20 @@ for p in ("direct", "haproxy", "slrctl"):
         rc, rb = summary["ratios"][p]["connections_per_s"], summary["ratios"][p]["throughput_mbps"]
         rc_s = f"{fmt(rc, '{:.2f}')} (>= {crr_t:.2f}) {verdict(rc, crr_t)}"
         rb_s = f"{fmt(rb, '{:.2f}')} (>= {bulk_t:.2f}) {verdict(rb, bulk_t)}"
-    print(f"{p:<8} {fmt(s['connections_per_s']):>9} {fmt(s['p50_us']):>7} {fmt(s['p99_us']):>7} "
+    print(f"{p:<13} {fmt(s['connections_per_s']):>9} {fmt(s['p50_us']):>7} {fmt(s['p99_us']):>7} "
           f"{s['crr_errors']:>5} {fmt(s['throughput_mbps']):>12}   {rc_s:<24} {rb_s:<24}")
-if "slr_status" in summary:
-    s = summary["slr_status"]
+for p, s in summary["slr_status"].items():
     drops = {k: v for k, v in (s.get("drops") or {}).items() if v}
     fl = s.get("flows") or {}
-    print(f"slrctl SLR after the run: flows created {fl.get('created')}, table_full {fl.get('table_full')}, "
-          f"stateless {fl.get('stateless_forwarded')}, drops {drops or 'none'}")
+    pk = s.get("packets") or {}
+    print(f"{p} SLR after the run: flows created {fl.get('created')}, table_full {fl.get('table_full')}, "
+          f"packets userspace {pk.get('userspace')} / kernel {pk.get('fast_path')}, drops {drops or 'none'}")
 if out:
     with open(out, "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
     print(f"summary written to {out}")
-m = summary["met"].get("slrctl", {})
+m = summary["met"].get("slrctl-kernel") or summary["met"].get("slrctl", {})
 if enforce and (not m or not all(v is True for v in m.values())):
     print("netbench: slrctl missed a target (--enforce)")
     sys.exit(1)
