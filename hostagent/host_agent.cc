@@ -13,6 +13,7 @@
 #include "core/protocol.h"
 #include "core/status_server.h"
 #include "core/tls.h"
+#include "hostagent/kernel_decap.h"
 #include "hostagent/load.h"
 #include "hostagent/setup.h"
 #include "hostagent/slr_session.h"
@@ -47,7 +48,42 @@ struct AgentState {
   std::string load_source;
   std::vector<std::unique_ptr<SlrSession>> sessions;
   UserspaceTerminator* terminator = nullptr;
+  KernelDecap* decap = nullptr;  // set when tunnels are decapsulated in the kernel
+  std::string decap_state;       // "on: tc ingress on eth0" | "off: <reason>"
 };
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+// Kernel decapsulation in front of the userspace terminator: best effort, a
+// failure leaves userspace termination doing all the work.
+std::unique_ptr<KernelDecap> attachKernelDecap(const config::HostConfig& cfg, const HostSetup& setup,
+                                               std::string& state) {
+  if (cfg.host.decap_interfaces.empty()) {
+    state = "off: decap_interfaces is empty";
+    return nullptr;
+  }
+  if (setup.kind() != TunnelKind::kUserspace) {
+    state = "off: the kernel ipip device " + setup.tunnelDevice() + " terminates tunnels";
+    LOG_INFO("tunnel", "decap_interfaces ignored: " + state.substr(5));
+    return nullptr;
+  }
+  auto kd = KernelDecap::attach(cfg.host.decap_interfaces, cfg.host.tunnel_address, tunnelSources(cfg),
+                                cfg.subnets, setup.tunnelDevice());
+  if (!kd) {
+    state = "off: " + kd.error().message();
+    LOG_WARN("tunnel", "kernel decapsulation not available, userspace termination only: " +
+                           kd.error().message());
+    return nullptr;
+  }
+  state = "on: tc ingress on " + joined(cfg.host.decap_interfaces);
+  LOG_INFO("tunnel", "kernel decapsulation " + state + " -> " + setup.tunnelDevice() +
+                         "; the userspace terminator handles what it passes");
+  return std::move(*kd);
+}
 
 std::string statusJson(const AgentState& st) {
   const auto& cfg = *st.cfg;
@@ -62,11 +98,20 @@ std::string statusJson(const AgentState& st) {
                     {"hold_time_ms", snap.hold_time_ms},
                     {"tunnel_source", snap.tunnel_source}});
   }
+  // Kernel decapsulation works for the terminator: "tunnel" counts every
+  // terminated packet, "kernel_decap" the part that never left the kernel.
+  KernelDecap::Stats k;
+  if (st.decap) k = st.decap->stats();
+  json decap = {{"enabled", st.decap != nullptr},
+                {"state", st.decap_state},
+                {"packets", k.packets},
+                {"bytes", k.bytes},
+                {"passed_tunnel", k.passed_tunnel}};  // IPIP left to the userspace terminator
   json tunnel, drops;
   if (st.terminator) {
     TerminatorCounters c = st.terminator->counters();
-    tunnel = {{"packets", c.packets},
-              {"bytes", c.bytes},
+    tunnel = {{"packets", c.packets + k.packets},
+              {"bytes", c.bytes + k.bytes},
               {"tun_write_errors", c.tun_write_errors},
               {"running", st.terminator->running()}};
     drops = {{"malformed", c.malformed}, {"not_from_slr", c.not_from_slr}, {"not_vip", c.not_vip}};
@@ -89,7 +134,8 @@ std::string statusJson(const AgentState& st) {
               {"load_source", st.load_source},
               {"slrs", std::move(slrs)},
               {"tunnel", std::move(tunnel)},
-              {"drops", std::move(drops)}};
+              {"drops", std::move(drops)},
+              {"kernel_decap", std::move(decap)}};
   // Packets the nftables filter dropped before they reached us.
   if (auto n = nft::readDropCounters(nft::kDefaultTable); n.ok())
     doc["nft_drops"] = {{"tunnel_not_from_slr", n->non_peer_tunnel_packets},
@@ -143,6 +189,11 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
     LOG_INFO("tunnel", "userspace terminator running: raw IPIP socket on " +
                            cfg.host.tunnel_address.str() + " -> TUN " + st.tunnel_device);
   }
+  // After the TUN device exists (the program redirects into it); destroyed
+  // before the terminator and the set-up, so nothing is redirected into a
+  // device that is going away.
+  std::unique_ptr<KernelDecap> decap = attachKernelDecap(cfg, setup, st.decap_state);
+  st.decap = decap.get();
 
   milliseconds interval = cfg.host.update_interval;
   milliseconds cmd_timeout = std::clamp(interval, milliseconds(1000), milliseconds(5000));
@@ -207,6 +258,14 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
   LOG_INFO("host", "stopping: closing control channels, removing set-up");
   for (auto& s : st.sessions) s->join();
   status.stop();
+  if (decap) {
+    KernelDecap::Stats k = decap->stats();
+    LOG_INFO("tunnel", "kernel decapsulated " + std::to_string(k.packets) + " packets (" +
+                           std::to_string(k.bytes) + " bytes), passed " + std::to_string(k.passed_tunnel) +
+                           " tunnel packets to userspace");
+    st.decap = nullptr;
+    decap.reset();  // detaches, removes the clsact qdisc it created
+  }
   if (terminator) {
     terminator->stop();
     TerminatorCounters c = terminator->counters();
