@@ -166,6 +166,19 @@ CheckReport collectHostChecks(const config::HostConfig& cfg) {
     }
   }
 
+  // Kernel decapsulation, when configured for userspace termination: it is an
+  // accelerator, so "off" is reported as a failure with the agent's reason
+  // (the host still works, slower).
+  if (running && mode == "userspace" && !cfg.host.decap_interfaces.empty()) {
+    const auto kd = status.value("kernel_decap", nlohmann::json::object());
+    bool on = kd.value("enabled", false);
+    r.add("kernel decapsulation", on,
+          on ? kd.value("state", std::string("on")) + ", " +
+                   std::to_string(kd.value("packets", 0ull)) + " packets so far"
+             : kd.value("state", std::string("off")) +
+                   "; tunnels are terminated in userspace only (see the agent's log)");
+  }
+
   // 4. rp_filter on the tunnel device and the uplink.
   if (nl::linkGet(dev).ok()) {
     checkRpFilter(r, dev, "tunnel device");
