@@ -39,7 +39,7 @@ usage: netbench.sh --slrctl PATH --slrbench PATH [options]
   --runs N            runs per measurement, median reported (default 3)
   --duration S        seconds per connections/s run (default 5)
   --concurrency C     parallel connections for connections/s (default 32)
-  --bulk-bytes N      bytes per bulk stream, K/M/G suffixes (default 512M)
+  --bulk-bytes N      bytes per bulk stream, K/M/G suffixes (default 2G)
   --streams K         parallel bulk streams (default 4)
   --paths LIST        comma-separated subset of direct,haproxy,slrctl,slrctl-fp,slrctl-kernel
                       (default all)
@@ -56,7 +56,7 @@ OUT=""
 RUNS=3
 DURATION=5
 CONCURRENCY=32
-BULK_BYTES=512M
+BULK_BYTES=2G
 STREAMS=4
 PATHS="direct,haproxy,slrctl,slrctl-fp,slrctl-kernel"
 WORKERS=1
