@@ -273,6 +273,31 @@ void Worker::withdrawFromFastPath(const ForwardingSnapshot& old) {
   });
 }
 
+namespace {
+// The TCP state a flow has reached given what the kernel forwarded after its
+// first packet: FIN/RST -> closing; any packet after the SYN -> established
+// (so a quiet established connection gets the established timeout, not the
+// SYN one, and is not expired under its peers' feet).
+FlowState stateAfter(const FlowKey& key, FlowState s, const FastPathActivity& a) {
+  if (key.proto != kProtoTcp) return s;
+  if (a.tcp_flags & (kTcpFin | kTcpRst)) return FlowState::kTcpClosing;
+  if (a.packets > 0 && s == FlowState::kTcpSyn) return FlowState::kTcpEstablished;
+  return s;
+}
+}  // namespace
+
+// For `slrctl flows`: what the kernel forwarded of this flow since it was
+// installed (one bpf call per listed flow, on request only).
+void Worker::mergeFastPath(FlowRecord& r, uint32_t now_ms) const {
+  auto act = opts_.fast_path->activity(r.key);
+  if (!act.ok() || !act.value().has_value()) return;
+  const FastPathActivity& a = *act.value();
+  r.packets += uint32_t(a.packets);
+  uint32_t idle = uint32_t(now_ms - a.last_seen_ms);
+  if (idle < r.idle_ms) r.idle_ms = idle;
+  r.state = stateAfter(r.key, r.state, a);
+}
+
 // Expiry hook (control rate: only for entries that look idle).  The kernel
 // saw the packets this table did not: take its last-seen time and FIN/RST;
 // a flow idle in both places leaves the kernel map as it leaves the table.
@@ -283,8 +308,7 @@ bool Worker::refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms) {
   if (act.ok() && act.value().has_value()) {
     const FastPathActivity& a = *act.value();
     if (int32_t(a.last_seen_ms - e.last_seen_ms) > 0) e.last_seen_ms = a.last_seen_ms;
-    if (e.key.proto == kProtoTcp && (a.tcp_flags & (kTcpFin | kTcpRst)))
-      e.state = FlowState::kTcpClosing;
+    e.state = stateAfter(e.key, e.state, a);
   }
   if (w->table_->isExpired(e, now_ms)) {
     (void)w->opts_.fast_path->remove(e.key);
@@ -338,9 +362,10 @@ void Worker::serveControl(uint32_t now_ms) {
     table_->forEach([&](const FlowEntry& e) {
       if (req_flows_.size() >= req_limit_) return false;
       if (table_->isExpired(e, now_ms)) return true;
-      req_flows_.push_back(FlowRecord{e.key, e.next_hop, e.label, e.state,
-                                      uint32_t(now_ms - e.last_seen_ms),
-                                      uint32_t(now_ms - e.first_seen_ms), e.packets});
+      FlowRecord r{e.key, e.next_hop, e.label, e.state, uint32_t(now_ms - e.last_seen_ms),
+                   uint32_t(now_ms - e.first_seen_ms), e.packets};
+      if (e.flags & kFlagFastPath) mergeFastPath(r, now_ms);
+      req_flows_.push_back(r);
       return true;
     });
   } else if (req == int(Request::kPerHost)) {

@@ -87,6 +87,7 @@ class Worker {
   uint32_t nowMs() const;
   void installFastPath(FlowEntry& e, uint16_t vip);
   void withdrawFromFastPath(const ForwardingSnapshot& old);
+  void mergeFastPath(FlowRecord& r, uint32_t now_ms) const;
   static bool refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms);
 
   WorkerOptions opts_;

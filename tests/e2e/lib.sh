@@ -309,7 +309,8 @@ make_pki() {  # DIR [N_HOSTS]
 #   HOSTSPEC = NAME[=PREFIX[,PREFIX...]]   (default prefix: the VIP subnet)
 # Knobs: SLR_ALGORITHM (least-cost), SLR_FLOW_CAPACITY (65536), SLR_ON_FULL
 # (stateless), SLR_WORKERS (1), SLR_LOG_LEVEL (info), TIE_TOLERANCE (0.05),
-# SLR_FAST_PATH (an interface for the kernel fast path, e.g. eth0; default none).
+# SLR_FAST_PATH (an interface for the kernel fast path, e.g. eth0; default none),
+# SLR_TCP_SYN_TIMEOUT (10s).
 write_slr_config() {
   local file=$1 spec name prefixes p list; shift
   {
@@ -335,7 +336,7 @@ capacity = ${SLR_FLOW_CAPACITY:-65536}
 on_full = "${SLR_ON_FULL:-stateless}"
 
 [flows.timeouts]
-tcp_syn = "10s"
+tcp_syn = "${SLR_TCP_SYN_TIMEOUT:-10s}"
 tcp_established = "300s"
 tcp_closing = "10s"
 udp = "30s"
