@@ -64,6 +64,12 @@ void printStatus(const json& j, std::ostream& out) {
     t.print(out);
     out << "\ntunnel: " << get(j.value("tunnel", json::object()), "packets") << " packets, "
         << get(j.value("tunnel", json::object()), "bytes") << " bytes\n";
+    if (j.contains("kernel_decap")) {
+      const json kd = j["kernel_decap"];
+      out << "kernel decapsulation: " << get(kd, "state");
+      if (kd.value("enabled", false)) out << "; " << get(kd, "packets") << " packets in the kernel";
+      out << '\n';
+    }
     Table d({"DROP REASON", "PACKETS"});
     const json drops = j.value("drops", json::object());  // items() borrows: keep it alive
     for (auto& [k, v] : drops.items()) d.add({k, str(v)});
@@ -85,7 +91,14 @@ void printStatus(const json& j, std::ostream& out) {
       << get(f, "stateless_forwarded") << " forwarded without state)\n";
   out << "packets: rx " << get(p, "rx") << " (" << get(p, "rx_bytes") << " bytes), tx "
       << get(p, "tx") << " (" << get(p, "tx_bytes") << " bytes), icmp too-big sent "
-      << get(p, "icmp_too_big_sent") << "\n\n";
+      << get(p, "icmp_too_big_sent") << "\n";
+  const json fp = j.value("fast_path", json::object());
+  out << "fast path: " << get(fp, "state");
+  if (fp.value("enabled", false)) {
+    out << "; " << get(fp, "flows") << " flows installed, " << get(p, "fast_path")
+        << " packets forwarded in the kernel, " << get(p, "userspace") << " in userspace";
+  }
+  out << "\n\n";
   Table d({"DROP REASON", "PACKETS"});
   const json drops = j.value("drops", json::object());  // items() borrows: keep it alive
   for (auto& [k, val] : drops.items()) {

@@ -4,7 +4,8 @@
 # Installs dependencies, builds, builds a namespace topology, runs ~30 requests
 # and shows who answered, proves the replies bypass the SLR, prints the SLR's
 # status/hosts/flows, and removes everything it made.
-# Env: DEMO_REQUESTS (30), DEMO_SKIP_BUILD=1 (use an existing build/slrctl).
+# Env: DEMO_REQUESTS (30), DEMO_SKIP_BUILD=1 (use an existing build/slrctl),
+#      SLR_FAST_PATH / HOST_DECAP (kernel paths, default eth0; empty = off).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,6 +24,10 @@ if [[ "${DEMO_SKIP_BUILD:-0}" != 1 ]]; then
   cmake --build build -j2 || exit 1
 fi
 export SLRCTL=${SLRCTL:-$ROOT/build/slrctl}
+# The product as an operator would run it: the SLR's kernel fast path on its
+# uplink and kernel decapsulation on the hosts (first packet of every flow in
+# userspace, the rest in the kernel).  SLR_FAST_PATH= HOST_DECAP= turns them off.
+export SLR_FAST_PATH=${SLR_FAST_PATH-eth0} HOST_DECAP=${HOST_DECAP-eth0}
 [[ -x "$SLRCTL" ]] || { echo "demo: $SLRCTL not built" >&2; exit 1; }
 
 # lib.sh does the topology, PKI, daemons and the cleanup trap.
