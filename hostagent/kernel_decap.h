@@ -22,10 +22,9 @@
 #include <utility>
 #include <vector>
 
+#include "core/bpf_tc.h"
 #include "core/net_types.h"
 #include "core/result.h"
-
-struct bpf_object;
 
 namespace slr::host {
 
@@ -60,19 +59,11 @@ class KernelDecap {
   static std::pair<const unsigned char*, size_t> embeddedObject();
 
  private:
-  struct Hook {
-    int ifindex = 0;
-    std::string name;
-    bool created_qdisc = false;
-    uint32_t handle = 0, priority = 0;
-    bool attached = false;
-  };
   KernelDecap() = default;
-  void detachAll();
 
-  bpf_object* obj_ = nullptr;
+  bpf::Object obj_;
   int counters_fd_ = -1;
-  std::vector<Hook> hooks_;
+  std::vector<bpf::TcIngress> hooks_;  // declared after obj_: detached before it closes
   std::vector<std::string> names_;
 };
 

@@ -26,10 +26,9 @@
 #include <utility>
 #include <vector>
 
+#include "core/bpf_tc.h"
 #include "core/net_types.h"
 #include "core/result.h"
-
-struct bpf_object;
 
 namespace slr::router {
 
@@ -101,20 +100,12 @@ class FastPath {
   static std::pair<const unsigned char*, size_t> embeddedObject();
 
  private:
-  struct Hook {
-    int ifindex = 0;
-    std::string name;
-    bool created_qdisc = false;
-    uint32_t handle = 0, priority = 0;
-    bool attached = false;
-  };
   FastPath() = default;
-  void detachAll();
 
-  bpf_object* obj_ = nullptr;
+  bpf::Object obj_;
   int flows_fd_ = -1, counters_fd_ = -1, vip_fd_ = -1, host_fd_ = -1;
   size_t vip_count_ = 0, host_count_ = 0, max_flows_ = 0;
-  std::vector<Hook> hooks_;
+  std::vector<bpf::TcIngress> hooks_;  // declared after obj_: detached before it closes
   // Installed flows.  The program never creates or deletes entries, so
   // counting our own successful inserts and deletes is exact (and cheaper
   // than walking a map of a million keys).

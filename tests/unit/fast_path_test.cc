@@ -16,8 +16,6 @@
 #include <arpa/inet.h>
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
-
-#include "tests/unit/scratch_netns.h"
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
@@ -39,6 +37,8 @@
 
 #include "core/fd.h"
 #include "core/packet.h"
+#include "tests/unit/scratch_netns.h"
+#include "tests/unit/veth_fixture.h"
 
 namespace slr::router {
 namespace {
@@ -51,11 +51,10 @@ TEST(FastPathObject, EmbeddedObjectOpensWithoutLoading) {
   ASSERT_GT(size, 64u);
   EXPECT_EQ(std::memcmp(data, "\x7f" "ELF", 4), 0);
 
-  bpf_object_open_opts opts{};
-  opts.sz = sizeof opts;
-  opts.object_name = "slr_fast_path";
-  bpf_object* obj = bpf_object__open_mem(data, size, &opts);
-  ASSERT_NE(obj, nullptr) << "errno " << errno;
+  bpf::LogCapture log("test");
+  auto opened = bpf::openEmbedded({data, size}, "slr_fast_path", log);
+  ASSERT_TRUE(opened.ok()) << opened.error().message();
+  bpf_object* obj = opened->get();
   bpf_program* prog = bpf_object__find_program_by_name(obj, "slr_fast_path");
   ASSERT_NE(prog, nullptr);
   EXPECT_EQ(bpf_program__type(prog), BPF_PROG_TYPE_SCHED_CLS);
@@ -69,7 +68,6 @@ TEST(FastPathObject, EmbeddedObjectOpensWithoutLoading) {
     ASSERT_NE(map, nullptr) << m;
     EXPECT_EQ(bpf_map__type(map), BPF_MAP_TYPE_PERCPU_ARRAY) << m;
   }
-  bpf_object__close(obj);
 }
 
 TEST(FastPathObject, Eligibility) {
@@ -88,48 +86,12 @@ TEST(FastPathObject, Eligibility) {
 
 // ------------------------------------------------------------------- root ---
 
-bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
-
-std::string output(const std::string& cmd) {
-  std::string out;
-  if (FILE* f = ::popen((cmd + " 2>&1").c_str(), "r")) {
-    char buf[512];
-    while (size_t n = std::fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-    ::pclose(f);
-  }
-  return out;
-}
-
-std::array<uint8_t, 6> macOf(const char* dev) {
-  std::array<uint8_t, 6> mac{};
-  UniqueFd s(::socket(AF_INET, SOCK_DGRAM, 0));
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, dev, IFNAMSIZ - 1);
-  if (s && ::ioctl(s.get(), SIOCGIFHWADDR, &ifr) == 0) std::memcpy(mac.data(), ifr.ifr_hwaddr.sa_data, 6);
-  return mac;
-}
-
-uint32_t ip4(const char* s) {
-  in_addr a{};
-  inet_pton(AF_INET, s, &a);
-  return ntohl(a.s_addr);
-}
+using namespace slr::testing;  // veth_fixture.h
 
 uint32_t nowMs() {
   using namespace std::chrono;
   return uint32_t(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
 }
-
-// struct virtio_net_hdr (linux/virtio_net.h is not valid C++: a member
-// named `class`).  Host byte order, as packet sockets expect on x86.
-struct VnetHdr {
-  uint8_t flags;
-  uint8_t gso_type;
-  uint16_t hdr_len, gso_size, csum_start, csum_offset;
-};
-static_assert(sizeof(VnetHdr) == 10);
-constexpr uint8_t kVnetNeedsCsum = 1;
-constexpr uint8_t kVnetGsoTcpv4 = 1;
 
 constexpr const char* kHostMac = "02:00:00:00:00:02";
 constexpr std::array<uint8_t, 6> kHostMacBytes = {2, 0, 0, 0, 0, 2};
@@ -141,10 +103,7 @@ class FastPathNetns : public ::testing::Test {
     auto sup = FastPath::supported();
     ASSERT_TRUE(sup.ok()) << sup.error().message();
     if (!*sup) GTEST_SKIP() << "BPF not available";
-    (void)sh("ip link del fpa");
-    ASSERT_TRUE(sh("ip link add fpa type veth peer name fpb"));
-    ASSERT_TRUE(sh("ip link set fpa up"));
-    ASSERT_TRUE(sh("ip link set fpb up"));
+    ASSERT_TRUE(addVethPair("fpa", "fpb"));
     ASSERT_TRUE(sh("ip addr add 10.77.0.1/24 dev fpb"));
     ASSERT_TRUE(sh(std::string("ip neigh replace 10.77.0.2 lladdr ") + kHostMac +
                    " dev fpb nud permanent"));
@@ -160,13 +119,8 @@ class FastPathNetns : public ::testing::Test {
 
     inject_.reset(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
     ASSERT_TRUE(inject_);
-    capture_.reset(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+    capture_ = packetCapture(fpb_, SOCK_RAW | SOCK_NONBLOCK);
     ASSERT_TRUE(capture_);
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_protocol = htons(ETH_P_ALL);
-    sll.sll_ifindex = fpb_;
-    ASSERT_EQ(::bind(capture_.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
 
     key_.family = Family::kV4;
     key_.proto = 6;
@@ -217,14 +171,7 @@ class FastPathNetns : public ::testing::Test {
   }
 
   void inject(const std::vector<uint8_t>& f) {
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_ifindex = fpb_;
-    sll.sll_halen = 6;
-    std::memcpy(sll.sll_addr, fpa_mac_.data(), 6);
-    ASSERT_EQ(::sendto(inject_.get(), f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&sll),
-                       sizeof sll),
-              ssize_t(f.size()));
+    ASSERT_EQ(sendFrame(inject_.get(), fpb_, fpa_mac_, f), ssize_t(f.size()));
   }
 
   // The next IP-in-IP frame leaving fpb, within timeout_ms.
@@ -401,26 +348,16 @@ TEST_F(FastPathNetns, ForwardsInstalledFlowAndPassesUnknownOnes) {
 // completes checksums in software, so what leaves is a set of ordinary
 // IP-in-IP packets.  Egress here is a second veth pair, fpc (10.78.0.1/24).
 TEST_F(FastPathNetns, GsoAndPartialChecksumLeaveAsFinishedSegments) {
-  (void)sh("ip link del fpc");
-  ASSERT_TRUE(sh("ip link add fpc type veth peer name fpd"));
-  ASSERT_TRUE(sh("ip link set fpc up"));
-  ASSERT_TRUE(sh("ip link set fpd up"));
+  ASSERT_TRUE(addVethPair("fpc", "fpd"));
   ASSERT_TRUE(sh("ip addr add 10.78.0.1/24 dev fpc"));
   ASSERT_TRUE(sh(std::string("ip neigh replace 10.78.0.2 lladdr ") + kHostMac +
                  " dev fpc nud permanent"));
   const int fpc = int(if_nametoindex("fpc"));
   const auto fpc_mac = macOf("fpc");
-  capture_.reset(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+  capture_ = packetCapture(fpc, SOCK_RAW | SOCK_NONBLOCK);
   ASSERT_TRUE(capture_);
-  sockaddr_ll sll{};
-  sll.sll_family = AF_PACKET;
-  sll.sll_protocol = htons(ETH_P_ALL);
-  sll.sll_ifindex = fpc;
-  ASSERT_EQ(::bind(capture_.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
-  UniqueFd vnet(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  UniqueFd vnet = vnetSender();
   ASSERT_TRUE(vnet);
-  int one = 1;
-  ASSERT_EQ(::setsockopt(vnet.get(), SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one), 0);
 
   auto fp = FastPath::attach({"fpa"}, 1500, 16, 1, 1);
   ASSERT_TRUE(fp.ok()) << fp.error().message();
@@ -448,16 +385,8 @@ TEST_F(FastPathNetns, GsoAndPartialChecksumLeaveAsFinishedSegments) {
       h.gso_size = mss;
       h.hdr_len = 54;
     }
-    std::vector<uint8_t> buf(sizeof h);
-    std::memcpy(buf.data(), &h, sizeof h);
-    buf.insert(buf.end(), f.begin(), f.end());
-    sockaddr_ll to{};
-    to.sll_family = AF_PACKET;
-    to.sll_ifindex = fpb_;
-    to.sll_halen = 6;
-    std::memcpy(to.sll_addr, fpa_mac_.data(), 6);
-    ASSERT_EQ(::sendto(vnet.get(), buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to),
-              ssize_t(buf.size()));
+    const std::vector<uint8_t> buf = withVnetHdr(h, f);
+    ASSERT_EQ(sendFrame(vnet.get(), fpb_, fpa_mac_, buf), ssize_t(buf.size()));
   };
   // Inner TCP checksum of a captured IPIP frame is right.
   auto innerTcpValid = [](const std::vector<uint8_t>& o) {

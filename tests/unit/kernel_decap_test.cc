@@ -52,6 +52,8 @@
 #include "core/fd.h"
 #include "core/packet.h"
 #include "core/tun.h"
+#include "tests/unit/scratch_netns.h"
+#include "tests/unit/veth_fixture.h"
 
 namespace slr::host {
 namespace {
@@ -64,11 +66,10 @@ TEST(KernelDecapObject, EmbeddedObjectOpensWithoutLoading) {
   ASSERT_GT(size, 64u);
   EXPECT_EQ(std::memcmp(data, "\x7f" "ELF", 4), 0);
 
-  bpf_object_open_opts opts{};
-  opts.sz = sizeof opts;
-  opts.object_name = "slr_decap";
-  bpf_object* obj = bpf_object__open_mem(data, size, &opts);
-  ASSERT_NE(obj, nullptr) << "errno " << errno;
+  bpf::LogCapture log("test");
+  auto opened = bpf::openEmbedded({data, size}, "slr_decap", log);
+  ASSERT_TRUE(opened.ok()) << opened.error().message();
+  bpf_object* obj = opened->get();
   bpf_program* prog = bpf_object__find_program_by_name(obj, "slr_decap");
   ASSERT_NE(prog, nullptr);
   EXPECT_EQ(bpf_program__type(prog), BPF_PROG_TYPE_SCHED_CLS);
@@ -84,7 +85,6 @@ TEST(KernelDecapObject, EmbeddedObjectOpensWithoutLoading) {
   ASSERT_NE(counters, nullptr);
   EXPECT_EQ(bpf_map__type(counters), BPF_MAP_TYPE_PERCPU_ARRAY);
   EXPECT_EQ(bpf_map__max_entries(counters), 4u);
-  bpf_object__close(obj);
 }
 
 TEST(KernelDecapObject, RefusesNonsenseBeforeTouchingTheKernel) {
@@ -99,58 +99,9 @@ TEST(KernelDecapObject, RefusesNonsenseBeforeTouchingTheKernel) {
 
 // ------------------------------------------------------------------- root ---
 
-// Moves the test process into a fresh network namespace, once per process
-// (the flag is shared with the other test files that do the same).
-bool enterScratchNetns() {
-  if (geteuid() != 0) return false;
-  if (std::getenv("SLR_TEST_SCRATCH_NETNS") == nullptr) {
-    if (unshare(CLONE_NEWNET) != 0) return false;
-    setenv("SLR_TEST_SCRATCH_NETNS", "1", 1);
-  }
-  return std::system("ip link set lo up") == 0;
-}
-
-#define REQUIRE_SCRATCH_NETNS() \
-  if (!enterScratchNetns()) GTEST_SKIP() << "needs root to enter a scratch network namespace"
-
-bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
-
-std::string output(const std::string& cmd) {
-  std::string out;
-  if (FILE* f = ::popen((cmd + " 2>&1").c_str(), "r")) {
-    char buf[512];
-    while (size_t n = std::fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-    ::pclose(f);
-  }
-  return out;
-}
-
-std::array<uint8_t, 6> macOf(const char* dev) {
-  std::array<uint8_t, 6> mac{};
-  UniqueFd s(::socket(AF_INET, SOCK_DGRAM, 0));
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, dev, IFNAMSIZ - 1);
-  if (s && ::ioctl(s.get(), SIOCGIFHWADDR, &ifr) == 0) std::memcpy(mac.data(), ifr.ifr_hwaddr.sa_data, 6);
-  return mac;
-}
-
-uint32_t ip4(const char* s) {
-  in_addr a{};
-  inet_pton(AF_INET, s, &a);
-  return ntohl(a.s_addr);
-}
+using namespace slr::testing;  // veth_fixture.h
 
 void writeSysctl(const std::string& path, const char* v) { std::ofstream("/proc/sys/" + path) << v << "\n"; }
-
-// struct virtio_net_hdr (linux/virtio_net.h is not valid C++).
-struct VnetHdr {
-  uint8_t flags;
-  uint8_t gso_type;
-  uint16_t hdr_len, gso_size, csum_start, csum_offset;
-};
-static_assert(sizeof(VnetHdr) == 10);
-constexpr uint8_t kVnetNeedsCsum = 1;
-constexpr uint8_t kVnetGsoTcpv4 = 1;
 
 constexpr const char* kTunnel = "10.88.0.11";
 constexpr const char* kSlr = "10.88.0.2";
@@ -228,10 +179,7 @@ class KernelDecapNetns : public ::testing::Test {
     REQUIRE_SCRATCH_NETNS();
     writeSysctl("net/ipv6/conf/all/disable_ipv6", "1");
     writeSysctl("net/ipv6/conf/default/disable_ipv6", "1");
-    (void)sh("ip link del kda");
-    ASSERT_TRUE(sh("ip link add kda type veth peer name kdb"));
-    ASSERT_TRUE(sh("ip link set kda up"));
-    ASSERT_TRUE(sh("ip link set kdb up"));
+    ASSERT_TRUE(addVethPair("kda", "kdb"));
     ASSERT_TRUE(sh(std::string("ip addr add ") + kTunnel + "/24 dev kda"));
     kda_ = int(if_nametoindex("kda"));
     kdb_ = int(if_nametoindex("kdb"));
@@ -255,13 +203,8 @@ class KernelDecapNetns : public ::testing::Test {
     inject_.reset(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
     ASSERT_TRUE(inject_);
     // Everything received on slrt0, from its network header.
-    tap_.reset(::socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+    tap_ = packetCapture(slrt0_, SOCK_DGRAM | SOCK_NONBLOCK);
     ASSERT_TRUE(tap_);
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_protocol = htons(ETH_P_ALL);
-    sll.sll_ifindex = slrt0_;
-    ASSERT_EQ(::bind(tap_.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
     // The service: any local address, port kUdpPort, tells the input device.
     udp_.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     ASSERT_TRUE(udp_);
@@ -310,14 +253,7 @@ class KernelDecapNetns : public ::testing::Test {
   }
 
   void inject(const std::vector<uint8_t>& f) {
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_ifindex = kdb_;
-    sll.sll_halen = 6;
-    std::memcpy(sll.sll_addr, kda_mac_.data(), 6);
-    ASSERT_EQ(::sendto(inject_.get(), f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&sll),
-                       sizeof sll),
-              ssize_t(f.size()));
+    ASSERT_EQ(sendFrame(inject_.get(), kdb_, kda_mac_, f), ssize_t(f.size()));
   }
 
   // Next datagram on `fd` within timeout_ms.
@@ -362,13 +298,8 @@ class KernelDecapNetns : public ::testing::Test {
   void routeRepliesAndCapture() {
     ASSERT_TRUE(sh(std::string("ip neigh replace ") + kSlr + " lladdr 02:00:00:00:00:02 dev kda nud permanent"));
     ASSERT_TRUE(sh(std::string("ip route replace 198.51.100.0/24 via ") + kSlr + " dev kda"));
-    capture_.reset(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+    capture_ = packetCapture(kdb_, SOCK_RAW | SOCK_NONBLOCK);
     ASSERT_TRUE(capture_);
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_protocol = htons(ETH_P_ALL);
-    sll.sll_ifindex = kdb_;
-    ASSERT_EQ(::bind(capture_.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
   }
   // The next TCP packet VIP:80 -> client:dport with exactly `flags`, as
   // {seq, ack}.
@@ -387,10 +318,8 @@ class KernelDecapNetns : public ::testing::Test {
   // Sends an IPIP frame with a virtio-net header: the inner TCP checksum
   // left to the "device", as a GSO aggregate of mss-byte segments if mss.
   void injectPartial(const std::vector<uint8_t>& f, uint16_t mss) {
-    UniqueFd vnet(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+    UniqueFd vnet = vnetSender();
     ASSERT_TRUE(vnet);
-    int one = 1;
-    ASSERT_EQ(::setsockopt(vnet.get(), SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one), 0);
     VnetHdr h{};
     h.flags = kVnetNeedsCsum;
     h.csum_start = 14 + 20 + 20;
@@ -400,17 +329,8 @@ class KernelDecapNetns : public ::testing::Test {
       h.gso_size = mss;
       h.hdr_len = 14 + 20 + 20 + 20;
     }
-    std::vector<uint8_t> buf(sizeof h);
-    std::memcpy(buf.data(), &h, sizeof h);
-    buf.insert(buf.end(), f.begin(), f.end());
-    sockaddr_ll to{};
-    to.sll_family = AF_PACKET;
-    to.sll_ifindex = kdb_;
-    to.sll_halen = 6;
-    std::memcpy(to.sll_addr, kda_mac_.data(), 6);
-    ASSERT_EQ(::sendto(vnet.get(), buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to),
-              ssize_t(buf.size()))
-        << std::strerror(errno);
+    const std::vector<uint8_t> buf = withVnetHdr(h, f);
+    ASSERT_EQ(sendFrame(vnet.get(), kdb_, kda_mac_, buf), ssize_t(buf.size())) << std::strerror(errno);
   }
   UniqueFd listenOnVip(uint16_t port) {
     UniqueFd l(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -619,9 +539,7 @@ TEST_F(KernelDecapNetns, PartialChecksumAndGsoTcpIsAccepted) {
   h.hdr_len = 14 + 20 + 20 + 20;
   h.csum_start = 14 + 20 + 20;
   h.csum_offset = 16;
-  std::vector<uint8_t> buf(sizeof h);
-  std::memcpy(buf.data(), &h, sizeof h);
-  buf.insert(buf.end(), f.begin(), f.end());
+  const std::vector<uint8_t> buf = withVnetHdr(h, f);
   drain();
   ASSERT_EQ(::write(tap.get(), buf.data(), buf.size()), ssize_t(buf.size())) << std::strerror(errno);
   std::vector<uint8_t> got;
