@@ -211,7 +211,7 @@ void BM_ExpireSweep(benchmark::State& state) {
 }
 
 void sizes(benchmark::internal::Benchmark* b) {
-  b->Arg(64 << 10)->Arg(1 << 20)->Repetitions(5)->ReportAggregatesOnly(true);
+  b->Arg(64 << 10)->Arg(256 << 10)->Arg(512 << 10)->Arg(1 << 20)->Repetitions(5)->ReportAggregatesOnly(true);
   b->Unit(benchmark::kNanosecond);
 }
 
