@@ -89,6 +89,19 @@ Status FastPath::setTxChecksumOffload(const std::string& ifname, bool enabled) {
   return Ok{};
 }
 
+Result<bool> FastPath::txChecksumOffload(const std::string& ifname) {
+  const std::string op = "ETHTOOL_GTXCSUM " + ifname;
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return sysError("socket(AF_INET, SOCK_DGRAM) for " + op);
+  ethtool_value v{};
+  v.cmd = ETHTOOL_GTXCSUM;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&v);
+  if (::ioctl(s.get(), SIOCETHTOOL, &ifr) != 0) return sysError(op);
+  return v.data != 0;
+}
+
 Result<bool> FastPath::supported() {
   bpf::routeLibbpfLogs();
   // r0 = 0; exit

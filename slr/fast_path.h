@@ -95,6 +95,8 @@ class FastPath {
   // them so, and a raw IPIP socket on the far end would read an inner
   // TCP/UDP checksum that was never filled in.  A real wire never shows that.
   [[nodiscard]] static Status setTxChecksumOffload(const std::string& ifname, bool enabled);
+  // Whether transmit checksum offload is on (to restore it on exit).
+  [[nodiscard]] static Result<bool> txChecksumOffload(const std::string& ifname);
 
   // The embedded object (tests, diagnostics).
   static std::pair<const unsigned char*, size_t> embeddedObject();

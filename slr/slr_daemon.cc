@@ -58,6 +58,7 @@ class SlrDaemon {
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<FastPath> fast_path_;
   std::string fast_path_note_ = "off: no [slr] fast_path_interfaces";
+  std::vector<std::string> csum_restore_;  // veths whose tx checksum offload we turned off
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::atomic<bool> workers_stop_{false};
@@ -173,10 +174,13 @@ void SlrDaemon::attachFastPath() {
     // Without tx checksum offload the kernel finishes them before the wire.
     auto link = nl::linkGet(i);
     if (link && link->kind == "veth") {
-      if (auto st = FastPath::setTxChecksumOffload(i, false); !st)
+      auto was = FastPath::txChecksumOffload(i);
+      if (auto st = FastPath::setTxChecksumOffload(i, false); !st) {
         LOG_WARN("slr", "fast path: " + st.error().message());
-      else
+      } else {
         LOG_INFO("slr", "fast path: tx checksum offload off on veth " + i);
+        if (was && *was) csum_restore_.push_back(i);  // put back on exit
+      }
     }
   }
   LOG_INFO("slr", "kernel fast path " + fast_path_note_);
@@ -219,6 +223,11 @@ void SlrDaemon::teardown() {
   }
   workers_.clear();  // closes the TUN queues: the device goes away
   fast_path_.reset();  // detaches the tc programs
+  for (const auto& i : csum_restore_) {
+    if (auto st = FastPath::setTxChecksumOffload(i, true); !st)
+      LOG_WARN("slr", "restoring tx checksum offload: " + st.error().message());
+  }
+  csum_restore_.clear();
 }
 
 std::string SlrDaemon::handle(std::string_view req) {

@@ -132,3 +132,34 @@ assert_eq "slrctl status on a dead socket exits 3" 3 "$rc"
 out=$("$SLRCTL" status --socket "$(host_sock 1)"); rc=$?
 assert_eq "slrctl status on a host socket (table) exits 0" 0 "$rc"
 check "SLR still running" slr_alive
+
+# --- clean shutdown: everything the daemons put into the kernel goes away ---
+txcsum() {  # NS IFACE -> 1/0: transmit checksum offload (ETHTOOL_GTXCSUM)
+  ns "$1" "$PY" -c '
+import ctypes, fcntl, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+data = bytearray(struct.pack("II", 0x16, 0))                      # ETHTOOL_GTXCSUM
+buf = bytearray(struct.pack("16sP", sys.argv[1].encode(), 0))
+cbuf = (ctypes.c_char * len(data)).from_buffer(data)
+struct.pack_into("16sP", buf, 0, sys.argv[1].encode(), ctypes.addressof(cbuf))
+fcntl.ioctl(s, 0x8946, buf)                                        # SIOCETHTOOL
+print(struct.unpack("II", bytes(data))[1])' "$2"
+}
+TXCSUM_BEFORE=$(txcsum slr eth0)
+kill -TERM "$SLR_PID"
+slr_gone() { ! kill -0 "$SLR_PID" 2>/dev/null; }
+check "SLR exits on SIGTERM" wait_for 10 slr_gone
+wait "$SLR_PID"; assert_eq "SLR exit status after SIGTERM" 0 "$?"
+assert_eq "VIP route removed from the slr namespace" "" "$(ip -n "${P}slr" route show "$VIP_SUBNET")"
+check_fails "TUN device slr0 removed" ip -n "${P}slr" link show slr0
+assert_eq "no tc filter left on the slr uplink" "" "$(tc -n "${P}slr" filter show dev eth0 ingress 2>/dev/null)"
+[[ -n "${SLR_FAST_PATH:-}" ]] && note "tx checksum offload on slr eth0 while running: $TXCSUM_BEFORE"
+assert_eq "tx checksum offload on the slr uplink is back on" 1 "$(txcsum slr eth0)"
+for i in 1 2; do kill -TERM "${HOST_PID[$i]}"; done
+hosts_gone() { ! kill -0 "${HOST_PID[1]}" 2>/dev/null && ! kill -0 "${HOST_PID[2]}" 2>/dev/null; }
+check "host agents exit on SIGTERM" wait_for 10 hosts_gone
+for i in 1 2; do
+  assert_eq "h$i: local VIP route removed" "" "$(ip -n "${P}h$i" route show table local "$VIP_SUBNET")"
+  check_fails "h$i: nft table removed" ip netns exec "${P}h$i" nft list table inet slrctl_host
+  assert_eq "h$i: no tc filter left on the uplink" "" "$(tc -n "${P}h$i" filter show dev eth0 ingress 2>/dev/null)"
+done
