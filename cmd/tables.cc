@@ -40,8 +40,10 @@ void Table::print(std::ostream& out) const {
     for (size_t i = 0; i < w.size(); ++i) {
       const std::string& c = i < r.size() ? r[i] : std::string();
       bool right = !head && numeric(c);
-      out << (right ? std::right : std::left) << std::setw(int(w[i])) << c;
-      out << (i + 1 < w.size() ? "  " : "");
+      bool last = i + 1 == w.size();
+      // No padding after a left-aligned last column: no trailing blanks.
+      out << (right ? std::right : std::left) << std::setw(last && !right ? 0 : int(w[i])) << c;
+      out << (last ? "" : "  ");
     }
     out << std::left << '\n';
   };
