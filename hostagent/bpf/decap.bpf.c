@@ -28,6 +28,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "core/bpf_ipv4.bpf.h"
+
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define IPV4_LEN 20 /* struct iphdr, no options */
@@ -79,18 +81,6 @@ static __always_inline void count(__u32 idx, __u64 n)
 		*c += n; /* per-CPU: no atomics needed */
 }
 
-static __always_inline __u16 ipv4_checksum(const struct iphdr *iph)
-{
-	const __u16 *w = (const __u16 *)iph;
-	__u32 sum = 0;
-#pragma unroll
-	for (int i = 0; i < IPV4_LEN / 2; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 /* 0 when the packet is not ours to decapsulate; else the inner length. */
 static __always_inline __u32 accept(struct __sk_buff *skb, int *tunnel)
 {
@@ -126,14 +116,14 @@ static __always_inline __u32 accept(struct __sk_buff *skb, int *tunnel)
 		return 0;
 	/* A GSO aggregate's tot_len covers the aggregate, like skb->len. */
 	const __u32 outer_len = bpf_ntohs(outer->tot_len);
-	if (outer_len < 2 * IPV4_LEN || outer_len > skb->len - l3_off || ipv4_checksum(outer) != 0)
+	if (outer_len < 2 * IPV4_LEN || outer_len > skb->len - l3_off || slr_ipv4_checksum(outer) != 0)
 		return 0;
 	__be32 src = outer->saddr;
 	if (!bpf_map_lookup_elem(&sources, &src))
 		return 0;
 	const __u32 inner_len = bpf_ntohs(inner->tot_len);
 	if (inner->version != 4 || inner->ihl != 5 || inner_len < IPV4_LEN ||
-	    inner_len > outer_len - IPV4_LEN || ipv4_checksum(inner) != 0)
+	    inner_len > outer_len - IPV4_LEN || slr_ipv4_checksum(inner) != 0)
 		return 0;
 	struct subnet_key key = {.prefixlen = 32, .addr = inner->daddr};
 	if (!bpf_map_lookup_elem(&subnets, &key))

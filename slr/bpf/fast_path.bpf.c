@@ -28,6 +28,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "core/bpf_ipv4.bpf.h"
+
 #ifndef AF_INET
 #define AF_INET 2
 #endif
@@ -128,18 +130,6 @@ static __always_inline void count_object(void *map, __u32 idx, __u64 packets, __
 	}
 }
 
-static __always_inline __u16 ipv4_checksum(const struct iphdr *iph)
-{
-	const __u16 *w = (const __u16 *)iph;
-	__u32 sum = 0;
-#pragma unroll
-	for (int i = 0; i < OUTER_LEN / 2; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 SEC("tc")
 int slr_fast_path(struct __sk_buff *skb)
 {
@@ -232,7 +222,7 @@ int slr_fast_path(struct __sk_buff *skb)
 	 * sends fragmentation-needed), a header the kernel will drop (bad
 	 * checksum, total length beyond the frame; BIG TCP's tot_len 0). */
 	if (iph->ttl <= 1 || seg_len + OUTER_LEN > tunnel_mtu || inner_len < sizeof(struct iphdr) ||
-	    (!gso_size && inner_len > skb->len - l3_off) || ipv4_checksum(iph) != 0) {
+	    (!gso_size && inner_len > skb->len - l3_off) || slr_ipv4_checksum(iph) != 0) {
 		count(CNT_TOO_BIG, 1);
 		return TC_ACT_OK;
 	}
@@ -324,7 +314,7 @@ int slr_fast_path(struct __sk_buff *skb)
 	outer->check = 0;
 	outer->saddr = tunnel_src;
 	outer->daddr = tunnel_dst;
-	outer->check = ipv4_checksum(outer);
+	outer->check = slr_ipv4_checksum(outer);
 
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
