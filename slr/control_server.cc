@@ -35,6 +35,7 @@ struct ControlServer::Conn {
   bool want_write = false;
   Phase phase = Phase::kHandshake;
   int host = -1;
+  std::string host_name;  // once the HELLO was accepted
   uint64_t session = 0;
   std::string peer;
   Clock::time_point deadline;
@@ -221,6 +222,7 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
       return;
     }
     c.host = id;
+    c.host_name = cn;
     c.session = registry_.hello(uint16_t(id), hello->tunnel_address, now);
     c.phase = Conn::Phase::kRegistered;
     ++counters_.registered;
@@ -236,17 +238,18 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
       refuse(c, proto::kProtocolError, "UPDATE before HELLO", counters_.protocol_error);
       return;
     }
-    Status st = registry_.update(uint16_t(c.host), c.session, *upd, now);
-    if (!st) {
-      if (st.error().op.find("not authorised") != std::string::npos) {
-        refuse(c, proto::kSubnetNotAuthorised, st.error().op, counters_.subnet_not_authorised);
-      } else {
-        // A newer session of this host replaced us.
-        c.phase = Conn::Phase::kDead;
-      }
-      return;
+    auto r = registry_.update(uint16_t(c.host), c.session, *upd, now);
+    switch (r.kind) {
+      case HostRegistry::UpdateResult::Kind::kApplied:
+        ++counters_.updates;
+        break;
+      case HostRegistry::UpdateResult::Kind::kSubnetNotAuthorised:
+        refuse(c, proto::kSubnetNotAuthorised, r.why, counters_.subnet_not_authorised);
+        break;
+      case HostRegistry::UpdateResult::Kind::kStaleSession:
+        c.phase = Conn::Phase::kDead;  // a newer connection of this host took over
+        break;
     }
-    ++counters_.updates;
     return;
   }
   if (auto* e = std::get_if<proto::ErrorMsg>(&msg.value())) {
@@ -263,17 +266,9 @@ void ControlServer::refuse(Conn& c, uint16_t code, const std::string& why,
                            std::atomic<uint64_t>& counter) {
   ++counter;
   LOG_WARN("control", "refused " + c.peer +
-                          (c.host >= 0 ? " (host " + registry_.snapshot()[size_t(c.host)].name + ")"
-                                       : std::string()) +
+                          (c.host_name.empty() ? std::string() : " (host " + c.host_name + ")") +
                           ": " + why);
-  if (c.host >= 0 && code == proto::kSubnetNotAuthorised) {
-    // registry already withdrew it and recorded the reason
-  }
-  proto::ErrorMsg m{code, why.substr(0, proto::kMaxErrorText)};
-  for (auto& ch : m.text) {
-    if (ch < 0x20 || ch > 0x7e) ch = '?';
-  }
-  send(c, proto::encode(m));
+  send(c, proto::encode(proto::ErrorMsg{code, proto::sanitizeText(why)}));
   c.phase = Conn::Phase::kClosing;
 }
 

@@ -43,13 +43,14 @@ uint64_t HostRegistry::hello(uint16_t id, const IpAddress& tunnel_address, Clock
   return ++h.session;
 }
 
-Status HostRegistry::update(uint16_t id, uint64_t session, const proto::Update& u,
-                            Clock::time_point now) {
+HostRegistry::UpdateResult HostRegistry::update(uint16_t id, uint64_t session,
+                                                const proto::Update& u, Clock::time_point now) {
+  using Kind = UpdateResult::Kind;
   std::lock_guard lk(mu_);
   auto& h = hosts_.at(id);
   if (session != h.session) {
     // A newer connection of the same host took over; ignore the stale one.
-    return Error{0, "update from a replaced session of host " + h.name, ""};
+    return {Kind::kStaleSession, "update from a replaced session of host " + h.name};
   }
   for (const auto& e : u.entries) {
     bool ok = false;
@@ -57,10 +58,12 @@ Status HostRegistry::update(uint16_t id, uint64_t session, const proto::Update& 
     if (!ok) {
       std::string why = "subnet " + e.prefix.str() + " not authorised for host " + h.name;
       h.last_error = why;
-      if (h.state == HostState::kUp) h.state_since = now;
-      if (h.state == HostState::kUp) h.state = HostState::kWithdrawn;
+      if (h.state == HostState::kUp) {
+        h.state = HostState::kWithdrawn;
+        h.state_since = now;
+      }
       h.subnets.clear();
-      return Error{0, why, ""};
+      return {Kind::kSubnetNotAuthorised, why};
     }
   }
   h.subnets.clear();
@@ -71,7 +74,7 @@ Status HostRegistry::update(uint16_t id, uint64_t session, const proto::Update& 
   }
   h.last_update = now;
   ++h.updates;
-  return Ok{};
+  return {};
 }
 
 void HostRegistry::refuse(uint16_t id, const std::string& why, Clock::time_point now) {

@@ -60,10 +60,21 @@ class HostRegistry {
   // The host is not "up" until its first valid UPDATE.
   uint64_t hello(uint16_t id, const IpAddress& tunnel_address, Clock::time_point now);
 
+  struct UpdateResult {
+    enum class Kind : uint8_t {
+      kApplied,              // the host is up with these loads
+      kStaleSession,         // a newer HELLO of the same host replaced this session
+      kSubnetNotAuthorised,  // refused; the host is withdrawn
+    };
+    Kind kind = Kind::kApplied;
+    std::string why;  // for refusals: which subnet, which host
+    bool ok() const { return kind == Kind::kApplied; }
+  };
+
   // Validates every advertised prefix against the host's authorised subnets.
-  // On success the host is up with these loads.  On failure nothing changes
-  // except that the host is withdrawn; the Error says which subnet.
-  Status update(uint16_t id, uint64_t session, const proto::Update& u, Clock::time_point now);
+  // On success the host is up with these loads.  On a refusal nothing changes
+  // except that the host is withdrawn.
+  UpdateResult update(uint16_t id, uint64_t session, const proto::Update& u, Clock::time_point now);
 
   // Refusal of a known host (bad subnet, name mismatch...): withdraw it.
   void refuse(uint16_t id, const std::string& why, Clock::time_point now);

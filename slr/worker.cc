@@ -156,7 +156,7 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       // the flow a live host rather than black-holing it.
       const RouteEntry* rt = snap.route(dst);
       if (rt == nullptr || rt->selection.empty()) return drop(Drop::k_no_host);
-      e->next_hop = rt->selection.pick(hash, rr_counters_[size_t(rt - snap.routes.data())]);
+      e->next_hop = pick(*rt, hash);
       bump(counters_->flows_rerouted);
       if (opts_.fast_path != nullptr) installFastPath(*e, uint16_t(vip));
     }
@@ -171,7 +171,7 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       uint64_t unused = 0;
       nh = rt->stateless.pick(hash, unused);
     } else {
-      nh = rt->selection.pick(hash, rr_counters_[size_t(rt - snap.routes.data())]);
+      nh = pick(*rt, hash);
       e = table_->insert(info.key, hash, nh, next_label_,
                          FlowTable::initialState(info.key.proto, info.tcp_flags), now_ms);
       if (e != nullptr) {
@@ -218,6 +218,12 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   m.msg_iovlen = 1;
   ++tx_count_;
   return true;
+}
+
+// The policy's choice for a new (or re-pointed) flow; round-robin selections
+// keep one position per route in this worker.
+uint16_t Worker::pick(const RouteEntry& rt, uint64_t hash) {
+  return rt.selection.pick(hash, rr_counters_[size_t(&rt - snap_->routes.data())]);
 }
 
 void Worker::flush() {

@@ -81,6 +81,7 @@ class Worker {
   void processBatch(size_t n, uint32_t now_ms);
   // Returns true if the packet was queued for transmission.
   bool forward(Packet& p, uint32_t now_ms);
+  uint16_t pick(const RouteEntry& rt, uint64_t hash);
   void sendTooBig(const std::byte* inner, size_t inner_len);
   void flush();
   void serveControl(uint32_t now_ms);

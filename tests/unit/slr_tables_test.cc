@@ -55,8 +55,8 @@ TEST(HostRegistry, RefusesUnauthorisedSubnetAndWithdraws) {
   // host1 may serve 10.100.0.0/24 (and anything inside it), not 10.101/16.
   EXPECT_TRUE(r.update(0, s, update({{"10.100.0.128/25", 0.1}}), t0).ok());
   auto st = r.update(0, s, update({{"10.100.0.0/24", 0.1}, {"10.101.0.0/16", 0.1}}), t0);
-  ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.error().op.find("10.101.0.0/16 not authorised for host host1"), std::string::npos);
+  ASSERT_EQ(st.kind, HostRegistry::UpdateResult::Kind::kSubnetNotAuthorised);
+  EXPECT_NE(st.why.find("10.101.0.0/16 not authorised for host host1"), std::string::npos);
   auto h = r.snapshot()[0];
   EXPECT_EQ(h.state, HostState::kWithdrawn);
   EXPECT_TRUE(h.subnets.empty());
@@ -68,7 +68,8 @@ TEST(HostRegistry, StaleSessionIgnoredAfterReconnect) {
   uint64_t old_session = r.hello(0, ip("10.0.3.11"), t0);
   uint64_t new_session = r.hello(0, ip("10.0.3.99"), t0);
   EXPECT_NE(old_session, new_session);
-  EXPECT_FALSE(r.update(0, old_session, update({{"10.100.0.0/24", 0.1}}), t0).ok());
+  EXPECT_EQ(r.update(0, old_session, update({{"10.100.0.0/24", 0.1}}), t0).kind,
+            HostRegistry::UpdateResult::Kind::kStaleSession);
   EXPECT_TRUE(r.update(0, new_session, update({{"10.100.0.0/24", 0.1}}), t0).ok());
   EXPECT_EQ(r.snapshot()[0].tunnel_address, ip("10.0.3.99"));
 }
