@@ -12,13 +12,20 @@
 #endif
 #include <toml++/toml.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <initializer_list>
 #include <limits>
+#include <system_error>
 #include <utility>
 
 namespace slr::config {
@@ -63,6 +70,10 @@ std::string_view loadSourceName(LoadSource v) {
     case LoadSource::kCpu: break;
   }
   return "cpu";
+}
+
+std::string_view routeCostSourceName(RouteCostSource v) {
+  return v == RouteCostSource::kKernel ? "kernel" : "config";
 }
 
 bool isValidName(std::string_view s) {
@@ -117,6 +128,12 @@ class Ctx {
  public:
   explicit Ctx(std::string_view file) : file_(file) {}
 
+  // The text was read from the file `file()` (not handed over as a string):
+  // relative paths in it are relative to that file's directory, and files it
+  // names can be checked.  Otherwise they are relative to the current directory.
+  void setFromFile(bool v) { from_file_ = v; }
+  bool fromFile() const { return from_file_; }
+
   void expected(const std::string& path, std::string_view what, std::string_view got) {
     std::string line = file_;
     line += ": ";
@@ -156,6 +173,7 @@ class Ctx {
 
  private:
   std::string file_;
+  bool from_file_ = false;
   std::vector<std::string> errors_;
 };
 
@@ -352,6 +370,29 @@ std::optional<Duration> parseDurationNode(const toml::node& n, std::string& what
   return d;
 }
 
+// A duration in [lo, hi]; a well-formed one outside says the range.
+auto durationIn(Duration lo, Duration hi) {
+  return [lo, hi](const toml::node& n, std::string& what) -> std::optional<Duration> {
+    auto s = asString(n);
+    if (!s) return std::nullopt;
+    auto d = parseDuration(*s);
+    if (d && (*d < lo || *d > hi)) {
+      what = "a duration of " + std::to_string(lo.count()) + "ms.." +
+             (hi.count() % 1000 == 0 ? std::to_string(hi.count() / 1000) + "s"
+                                     : std::to_string(hi.count()) + "ms");
+      return std::nullopt;
+    }
+    return d;
+  };
+}
+
+constexpr std::string_view kBoolWhat = "true or false";
+
+std::optional<bool> parseBool(const toml::node& n, std::string&) {
+  if (const auto* b = n.as_boolean()) return b->get();
+  return std::nullopt;
+}
+
 std::optional<std::string> parsePath(const toml::node& n, std::string&) {
   auto s = asString(n);
   if (!s || s->empty()) return std::nullopt;
@@ -438,6 +479,8 @@ constexpr EnumName<LoadSource> kLoadSourceNames[] = {{"cpu", LoadSource::kCpu},
                                                      {"connections", LoadSource::kConnections},
                                                      {"file", LoadSource::kFile},
                                                      {"command", LoadSource::kCommand}};
+constexpr EnumName<RouteCostSource> kRouteCostSourceNames[] = {
+    {"config", RouteCostSource::kConfig}, {"kernel", RouteCostSource::kKernel}};
 constexpr EnumName<std::string_view> kAlgorithmNames[] = {
     {kAlgorithmLeastCost, kAlgorithmLeastCost},
     {kAlgorithmWeightedRoundRobin, kAlgorithmWeightedRoundRobin},
@@ -466,14 +509,16 @@ struct Element {
   std::string path;
 };
 
-// An array of tables such as [[vip]]; at least one element required.
-std::vector<Element> tableArray(Section& s, std::string_view key) {
+// An array of tables such as [[vip]]: at least one element (min_one), at most
+// `max` (0: no limit); a missing key is an empty array when none is needed.
+std::vector<Element> tableArray(Section& s, std::string_view key, bool min_one = true,
+                                size_t max = 0) {
   std::vector<Element> out;
   if (!s.present()) return out;
   std::string header = "[[" + std::string(key) + "]]";
   const toml::node* n = s.at(key);
   if (n == nullptr) {
-    s.ctx().expected(s.path(key), "at least one " + header + " table", "nothing");
+    if (min_one) s.ctx().expected(s.path(key), "at least one " + header + " table", "nothing");
     return out;
   }
   const auto* arr = n->as_array();
@@ -482,8 +527,12 @@ std::vector<Element> tableArray(Section& s, std::string_view key) {
     return out;
   }
   if (arr->empty()) {
-    s.ctx().expected(s.path(key), "at least one " + header + " table", repr(*n));
+    if (min_one) s.ctx().expected(s.path(key), "at least one " + header + " table", repr(*n));
     return out;
+  }
+  if (max != 0 && arr->size() > max) {
+    s.ctx().expected(s.path(key), "at most " + std::to_string(max) + " " + header + " tables",
+                     std::to_string(arr->size()));
   }
   for (size_t i = 0; i < arr->size(); ++i) {
     const toml::node& e = (*arr)[i];
@@ -591,17 +640,73 @@ void readIfNameList(Ctx& ctx, const Section& s, std::string_view key, std::vecto
   }
 }
 
+// An optional array of distinct IPv4 addresses.
+void readIpv4List(Ctx& ctx, const Section& s, std::string_view key, std::vector<IpAddress>& out) {
+  const toml::node* n = s.at(key);
+  if (n == nullptr) return;
+  const auto* arr = n->as_array();
+  if (arr == nullptr) {
+    ctx.expected(s.path(key), "an array of IPv4 addresses", repr(*n));
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    std::string w(kIpv4What);
+    auto a = parseIpv4((*arr)[i], w);
+    if (!a) {
+      ctx.expected(element(s.path(key), i), w, repr((*arr)[i]));
+    } else if (std::find(out.begin(), out.end(), *a) != out.end()) {
+      ctx.expected(element(s.path(key), i), "an address not listed twice", quote(a->str()));
+    } else {
+      out.push_back(*a);
+    }
+  }
+}
+
+// A path named in the config: a relative one is relative to the directory of
+// the config file (to the current directory for a config given as a string).
+// The result is absolute, without "." components (".." is kept: only the
+// kernel knows what it means in the presence of symlinks).
+std::string resolvePath(const Ctx& ctx, const std::string& p) {
+  namespace fs = std::filesystem;
+  fs::path path(p);
+  if (path.is_relative()) {
+    std::error_code ec;
+    fs::path dir = ctx.fromFile() ? fs::path(ctx.file()).parent_path() : fs::path();
+    fs::path base = dir.empty() ? fs::current_path(ec) : fs::absolute(dir, ec);
+    if (ec) return p;  // no current directory: leave it as written
+    path = base / path;
+  }
+  fs::path out;
+  for (const auto& part : path) {
+    if (part == "." || part.empty()) continue;
+    out /= part;
+  }
+  return out.string();
+}
+
+// Whether `path` is a regular file this process can open for reading.
+bool readableFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return false;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  ::close(fd);
+  return ok;
+}
+
 // ---------------------------------------------------------------- SLR ----
 
 void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
-  Section root(ctx, &doc, "", {"slr", "tls", "flows", "policy", "vip", "host"});
+  Section root(ctx, &doc, "",
+               {"slr", "tls", "flows", "policy", "vip", "host", "upstream", "region"});
 
+  bool slr_name_ok = false;
   {
     Section s(ctx, subTable(root, "slr", Need::kRequired, "[slr]"), "slr",
               {"name", "control_listen", "tunnel_source", "status_socket", "tun_name", "workers",
-               "tunnel_mtu", "fast_path_interfaces", "log_level"});
+               "tunnel_mtu", "fast_path_interfaces", "shortcut", "shortcut_wait", "log_level"});
     auto& o = c.slr;
-    read(s, "name", Need::kRequired, kNameWhat, o.name, parseName);
+    slr_name_ok = read(s, "name", Need::kRequired, kNameWhat, o.name, parseName);
     read(s, "control_listen", Need::kRequired, kEndpointWhat, o.control_listen, parseEndpoint);
     read(s, "tunnel_source", Need::kRequired, kIpv4What, o.tunnel_source, parseIpv4);
     read(s, "status_socket", Need::kOptional, kSocketWhat, o.status_socket, parseSocketPath);
@@ -609,6 +714,9 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     read(s, "workers", Need::kOptional, "an integer 1..64", o.workers, intIn<uint32_t>(1, 64));
     read(s, "tunnel_mtu", Need::kOptional, "an integer 576..65535", o.tunnel_mtu,
          intIn<uint32_t>(576, 65535));
+    read(s, "shortcut", Need::kOptional, kBoolWhat, o.shortcut, parseBool);
+    read(s, "shortcut_wait", Need::kOptional, kDurationWhat, o.shortcut_wait,
+         durationIn(Duration(1), Duration(10 * 1000)));
     read(s, "log_level", Need::kOptional, kLogLevelWhat, o.log_level, parseLogLevel);
     readIfNameList(ctx, s, "fast_path_interfaces", o.fast_path_interfaces);
   }
@@ -635,7 +743,8 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
 
   {
     Section s(ctx, subTable(root, "policy", Need::kOptional, "[policy]"), "policy",
-              {"algorithm", "recompute_interval", "hold_time", "tie_tolerance"});
+              {"algorithm", "recompute_interval", "hold_time", "tie_tolerance", "route_cost_source",
+               "route_metric_scale", "spread_connections", "lua", "lua_file"});
     auto& o = c.policy;
     std::string_view algo = o.algorithm;
     if (read(s, "algorithm", Need::kOptional, enumWhat(kAlgorithmNames), algo,
@@ -647,16 +756,63 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     read(s, "hold_time", Need::kOptional, kDurationWhat, o.hold_time, parseDurationNode);
     read(s, "tie_tolerance", Need::kOptional, "a number 0..1e9", o.tie_tolerance,
          numberIn(0, 1e9));
+    read(s, "route_cost_source", Need::kOptional, enumWhat(kRouteCostSourceNames),
+         o.route_cost_source, enumIn(kRouteCostSourceNames));
+    read(s, "route_metric_scale", Need::kOptional, "a number 0..1e6", o.route_metric_scale,
+         numberIn(0, 1e6));
+    read(s, "spread_connections", Need::kOptional, kBoolWhat, o.spread_connections, parseBool);
+    // The Lua source is compiled by the policy module, not here.
+    read(s, "lua", Need::kOptional, "a non-empty string of Lua source", o.lua, parsePath);
+    std::string file;
+    if (read(s, "lua_file", Need::kOptional, kPathWhat, file, parsePath)) {
+      o.lua_file = resolvePath(ctx, file);
+      if (ctx.fromFile() && !readableFile(o.lua_file)) {
+        ctx.expected(s.path("lua_file"), "a readable file", quote(o.lua_file));
+      }
+    }
+    if (s.present() && s.at("lua") != nullptr && s.at("lua_file") != nullptr) {
+      ctx.expected("policy", "at most one of lua, lua_file", "both");
+    }
+  }
+
+  // [[upstream]]: SLRs one level up.  Names unique and not this SLR's own.
+  for (auto& el : tableArray(root, "upstream", false, 16)) {
+    Section s(ctx, el.table, el.path,
+              {"address", "name", "tunnel_source", "update_interval", "ca"});
+    UpstreamConfig u;
+    bool addr_ok = read(s, "address", Need::kRequired, kEndpointWhat, u.address, parseEndpoint);
+    bool name_ok = read(s, "name", Need::kRequired, kNameWhat, u.name, parseName);
+    if (!read(s, "tunnel_source", Need::kOptional, kIpv4What, u.tunnel_source, parseIpv4) &&
+        addr_ok) {
+      u.tunnel_source = u.address.addr;
+    }
+    read(s, "update_interval", Need::kOptional, kDurationWhat, u.update_interval,
+         parseDurationNode);
+    read(s, "ca", Need::kOptional, kPathWhat, u.ca, parsePath);
+    if (name_ok) {
+      if (slr_name_ok && u.name == c.slr.name) {
+        ctx.expected(s.path("name"), "a name other than slr.name", quote(u.name));
+      }
+      for (size_t j = 0; j < c.upstreams.size(); ++j) {
+        if (c.upstreams[j].name == u.name) {
+          ctx.expected(s.path("name"), "a name not used by " + element("upstream", j),
+                       quote(u.name));
+          break;
+        }
+      }
+    }
+    c.upstreams.push_back(std::move(u));
   }
 
   // [[vip]]: names unique, subnets disjoint.
   bool all_vip_subnets_ok = true;
   for (auto& el : tableArray(root, "vip")) {
-    Section s(ctx, el.table, el.path, {"name", "subnet"});
+    Section s(ctx, el.table, el.path, {"name", "subnet", "class"});
     if (el.table == nullptr) all_vip_subnets_ok = false;
     VipConfig v;
     bool name_ok = read(s, "name", Need::kRequired, kNameWhat, v.name, parseName);
     bool subnet_ok = read(s, "subnet", Need::kRequired, kPrefixWhat, v.subnet, parsePrefix);
+    read(s, "class", Need::kOptional, kNameWhat, v.cls, parseName);
     if (!subnet_ok) all_vip_subnets_ok = false;
     for (size_t j = 0; j < c.vips.size(); ++j) {
       const auto& prev = c.vips[j];
@@ -674,10 +830,12 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
   }
 
   // [[host]]: names unique, every subnet inside some VIP subnet.
+  bool all_host_names_ok = true;
   for (auto& el : tableArray(root, "host")) {
-    Section s(ctx, el.table, el.path, {"name", "subnets", "weight", "route_cost"});
+    Section s(ctx, el.table, el.path, {"name", "subnets", "weight", "route_cost", "standby"});
     HostAuthConfig h;
     bool name_ok = read(s, "name", Need::kRequired, kNameWhat, h.name, parseName);
+    if (!name_ok) all_host_names_ok = false;
     if (name_ok) {
       for (size_t j = 0; j < c.hosts.size(); ++j) {
         if (c.hosts[j].name == h.name) {
@@ -716,7 +874,92 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     }
     read(s, "weight", Need::kOptional, "an integer 1..1000", h.weight, intIn<uint32_t>(1, 1000));
     read(s, "route_cost", Need::kOptional, "a number 0..1e9", h.route_cost, numberIn(0, 1e9));
+    read(s, "standby", Need::kOptional, kBoolWhat, h.standby, parseBool);
     c.hosts.push_back(std::move(h));
+  }
+
+  // [[region]]: names unique, client prefixes of different regions disjoint,
+  // cost keys name [[host]] entries.
+  std::vector<std::pair<Prefix, std::string>> clients_seen;  // valid prefixes and their paths
+  std::vector<size_t> clients_region;                         // ... and their region's index
+  for (auto& el : tableArray(root, "region", false, 256)) {
+    Section s(ctx, el.table, el.path, {"name", "clients", "cost"});
+    RegionConfig r;
+    size_t index = c.regions.size();
+    if (read(s, "name", Need::kRequired, kNameWhat, r.name, parseName)) {
+      for (size_t j = 0; j < c.regions.size(); ++j) {
+        if (c.regions[j].name == r.name) {
+          ctx.expected(s.path("name"), "a name not used by " + element("region", j), quote(r.name));
+          break;
+        }
+      }
+    }
+    if (s.present()) {
+      const toml::node* n = s.at("clients");
+      constexpr std::string_view what = "a non-empty array of prefixes";
+      if (n == nullptr) {
+        ctx.expected(s.path("clients"), what, "nothing");
+      } else if (const auto* arr = n->as_array(); arr == nullptr || arr->empty()) {
+        ctx.expected(s.path("clients"), what, repr(*n));
+      } else {
+        for (size_t i = 0; i < arr->size(); ++i) {
+          const toml::node& e = (*arr)[i];
+          std::string path = element(s.path("clients"), i);
+          std::string w(kPrefixWhat);
+          auto p = parsePrefix(e, w);
+          if (!p) {
+            ctx.expected(path, w, repr(e));
+            continue;
+          }
+          // A client in two regions would have two proximities.
+          for (size_t k = 0; k < clients_seen.size(); ++k) {
+            const auto& [q, qpath] = clients_seen[k];
+            if (clients_region[k] != index && overlaps(*p, q)) {
+              ctx.expected(path, "a prefix not overlapping " + qpath + " " + quote(q.str()),
+                           quote(p->str()));
+              break;
+            }
+          }
+          clients_seen.emplace_back(*p, path);
+          clients_region.push_back(index);
+          r.clients.push_back(*p);
+        }
+      }
+    }
+    if (const toml::node* n = s.at("cost"); n != nullptr) {
+      const auto* tbl = n->as_table();
+      if (tbl == nullptr) {
+        ctx.expected(s.path("cost"), "a table of [[host]] names to numbers 0..1e9", repr(*n));
+      } else {
+        // Document order (toml::table iterates sorted).
+        std::vector<std::pair<toml::source_position, std::string_view>> keys;
+        for (auto&& [k, v] : *tbl) {
+          (void)v;
+          keys.emplace_back(k.source().begin, k.str());
+        }
+        std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) {
+          return std::pair(a.first.line, a.first.column) < std::pair(b.first.line, b.first.column);
+        });
+        for (const auto& [pos, k] : keys) {
+          std::string path = child(s.path("cost"), keyText(k));
+          bool known = std::any_of(c.hosts.begin(), c.hosts.end(),
+                                   [&](const HostAuthConfig& h) { return h.name == k; });
+          // Only judge names against a complete [[host]] list.
+          if (!known && all_host_names_ok && !c.hosts.empty()) {
+            ctx.expected(path, "the name of a [[host]]", quote(k));
+          }
+          const toml::node& v = *tbl->get(k);
+          std::string w = "a number 0..1e9";
+          auto d = numberIn(0, 1e9)(v, w);
+          if (!d) {
+            ctx.expected(path, w, repr(v));
+            continue;
+          }
+          r.cost.emplace_back(std::string(k), *d);
+        }
+      }
+    }
+    c.regions.push_back(std::move(r));
   }
 }
 
@@ -728,7 +971,7 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
   {
     Section s(ctx, subTable(root, "host", Need::kRequired, "[host]"), "host",
               {"name", "tunnel_address", "status_socket", "tunnel_mode", "tun_name",
-               "update_interval", "decap_interfaces", "log_level"});
+               "update_interval", "decap_interfaces", "shortcut_sources", "log_level"});
     auto& o = c.host;
     read(s, "name", Need::kRequired, kNameWhat, o.name, parseName);
     read(s, "tunnel_address", Need::kRequired, kIpv4What, o.tunnel_address, parseIpv4);
@@ -740,6 +983,7 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
          parseDurationNode);
     read(s, "log_level", Need::kOptional, kLogLevelWhat, o.log_level, parseLogLevel);
     readIfNameList(ctx, s, "decap_interfaces", o.decap_interfaces);
+    readIpv4List(ctx, s, "shortcut_sources", o.shortcut_sources);
   }
 
   readTls(root, c.tls);
@@ -769,8 +1013,10 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
 
   std::vector<std::pair<Prefix, std::string>> seen;  // valid prefixes and their paths
   for (auto& el : tableArray(root, "subnet")) {
-    Section s(ctx, el.table, el.path, {"prefix"});
+    Section s(ctx, el.table, el.path, {"prefix", "load_scale"});
     Prefix p;
+    double scale = 1.0;
+    read(s, "load_scale", Need::kOptional, "a number 0..1000", scale, numberIn(0, 1000));
     if (!read(s, "prefix", Need::kRequired, kPrefixWhat, p, parsePrefix)) continue;
     // Overlapping advertisements would make the SLR's choice ambiguous.
     for (const auto& [q, qpath] : seen) {
@@ -782,6 +1028,7 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
     }
     seen.emplace_back(p, s.path("prefix"));
     c.subnets.push_back(p);
+    c.subnet_load_scale.push_back(scale);  // parallel to subnets
   }
 
   {
@@ -804,8 +1051,10 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
 }
 
 template <typename Config, typename Reader>
-Result<Config> load(std::string_view text, std::string_view source, Role role, Reader reader) {
+Result<Config> load(std::string_view text, std::string_view source, Role role, Reader reader,
+                    bool from_file) {
   Ctx ctx(source);
+  ctx.setFromFile(from_file);
   auto doc = parseToml(ctx, text);
   if (!doc) return ctx.toError();
   if (wrongRole(ctx, *doc, role)) return ctx.toError();
@@ -821,25 +1070,25 @@ Result<Config> load(std::string_view text, std::string_view source, Role role, R
 // ------------------------------------------------------------ loaders ----
 
 Result<SlrConfig> loadSlrConfigFromString(std::string_view toml, std::string_view source_name) {
-  return load<SlrConfig>(toml, source_name, Role::kSlr, readSlr);
+  return load<SlrConfig>(toml, source_name, Role::kSlr, readSlr, false);
 }
 
 Result<HostConfig> loadHostConfigFromString(std::string_view toml, std::string_view source_name) {
-  return load<HostConfig>(toml, source_name, Role::kHost, readHost);
+  return load<HostConfig>(toml, source_name, Role::kHost, readHost, false);
 }
 
 Result<SlrConfig> loadSlrConfig(const std::string& path) {
   std::string text;
   Error err;
   if (!readFile(path, text, err)) return err;
-  return loadSlrConfigFromString(text, path);
+  return load<SlrConfig>(text, path, Role::kSlr, readSlr, true);
 }
 
 Result<HostConfig> loadHostConfig(const std::string& path) {
   std::string text;
   Error err;
   if (!readFile(path, text, err)) return err;
-  return loadHostConfigFromString(text, path);
+  return load<HostConfig>(text, path, Role::kHost, readHost, true);
 }
 
 Result<Role> detectRoleFromString(std::string_view toml, std::string_view source_name) {

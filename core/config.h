@@ -71,7 +71,26 @@ struct SlrSection {
   // no fast path (every packet goes through the workers).
   std::vector<std::string> fast_path_interfaces;
   uint32_t tunnel_mtu = 1500;       // 576..65535, largest outer (encapsulated) packet sent
+  // Shortcut signalling (the seed's Fig. 5 "tunnel object"): this SLR tells
+  // its [[upstream]] SLRs which host it chose for a flow that came from them,
+  // relays such signals from the SLRs below it, and applies them to its own
+  // flows (later packets go straight to the host).  Off: it does none of it.
+  bool shortcut = false;
+  // How long an SLR holds the later packets of a new flow it sent to a
+  // shortcut-capable lower SLR, waiting for the shortcut (1ms..10s).
+  Duration shortcut_wait{std::chrono::milliseconds(20)};
   log::Level log_level = log::Level::kInfo;
+};
+
+// An SLR one level up ([[upstream]]): this SLR registers with it exactly as a
+// host registers with a site SLR, and advertises the union of its children's
+// virtual subnets with aggregated loads.
+struct UpstreamConfig {
+  Endpoint address;          // required, the upper SLR's control endpoint
+  std::string name;          // required, expected certificate CN of the upper SLR
+  IpAddress tunnel_source;   // default address.addr; tunnels accepted only from it
+  Duration update_interval{std::chrono::seconds(1)};
+  std::string ca;            // optional: CA verifying this peer (default [tls].ca)
 };
 
 struct FlowTimeouts {
@@ -88,16 +107,34 @@ struct FlowsConfig {
   FlowTimeouts timeouts;
 };
 
+enum class RouteCostSource { kConfig, kKernel };
+std::string_view routeCostSourceName(RouteCostSource v);  // "config" | "kernel"
+
 struct PolicyConfig {
   std::string algorithm{kAlgorithmLeastCost};  // one of kAlgorithm*
   Duration recompute_interval{std::chrono::seconds(1)};
   Duration hold_time{std::chrono::seconds(3)};  // host silent this long is withdrawn
   double tie_tolerance = 0.05;                   // 0..1e9
+  // r_j: [[host]].route_cost alone ("config"), or plus the metric of the
+  // kernel's route to the next hop's tunnel address times route_metric_scale
+  // ("kernel"; looked up at every table rebuild).
+  RouteCostSource route_cost_source = RouteCostSource::kConfig;
+  double route_metric_scale = 0.001;             // 0..1e6
+  // Off (default): new flows of one client address to next hops that are
+  // SLRs hash on the client address, so its concurrent connections share one
+  // site.  On: every connection is placed on its own (spread over sites).
+  bool spread_connections = false;
+  // Operator-installed F and G (Lua 5.4, sandboxed): inline source, or a file
+  // (a relative path is relative to the config file's directory; loadSlrConfig
+  // resolves it).  At most one of the two.  Defines F(c, ctx) and/or G(cands, ctx).
+  std::string lua;
+  std::string lua_file;
 };
 
 struct VipConfig {
   std::string name;  // unique among [[vip]]
   Prefix subnet;     // IPv4, no host bits, overlaps no other [[vip]]
+  std::string cls = "default";  // key "class": service class handed to F and G ([A-Za-z0-9._-]{1,64})
 };
 
 // A host allowed to register; identity = certificate CN = name.
@@ -106,6 +143,18 @@ struct HostAuthConfig {
   std::vector<Prefix> subnets;   // >= 1, each inside some VipConfig::subnet
   uint32_t weight = 1;           // 1..1000
   double route_cost = 0.0;       // r_j, 0..1e9
+  // Disaster-recovery next hop: gets new flows only when no primary (non-
+  // standby) next hop of the subnet is available.
+  bool standby = false;
+};
+
+// Client proximity ([[region]]): clients whose source address lies in one of
+// `clients` belong to this region; `cost` adds a per-next-hop cost (by
+// [[host]] name) to F's input for their new flows.
+struct RegionConfig {
+  std::string name;                                   // unique among [[region]]
+  std::vector<Prefix> clients;                        // >= 1, IPv4
+  std::vector<std::pair<std::string, double>> cost;   // [[host]] name -> 0..1e9; names must exist
 };
 
 struct SlrConfig {
@@ -115,6 +164,8 @@ struct SlrConfig {
   PolicyConfig policy;
   std::vector<VipConfig> vips;        // >= 1
   std::vector<HostAuthConfig> hosts;  // >= 1
+  std::vector<UpstreamConfig> upstreams;  // [[upstream]], 0..16
+  std::vector<RegionConfig> regions;      // [[region]], 0..256
   std::string source_path;            // file (or source name) it was loaded from
 };
 
@@ -131,6 +182,9 @@ struct HostSection {
   // there decapsulates accepted tunnel packets in the kernel and hands them
   // to tun_name, as the userspace terminator would.  Empty: off.
   std::vector<std::string> decap_interfaces;
+  // Tunnel sources accepted besides the [[slr]] peers' (SLRs higher in the
+  // hierarchy that may send shortcut tunnels straight to this host).
+  std::vector<IpAddress> shortcut_sources;
   log::Level log_level = log::Level::kInfo;
 };
 
@@ -152,6 +206,10 @@ struct HostConfig {
   TlsConfig tls;
   std::vector<SlrPeerConfig> slrs;  // >= 1, from [[slr]]
   std::vector<Prefix> subnets;      // >= 1, from [[subnet]] prefix = ...; no overlaps
+  // Parallel to subnets ([[subnet]] load_scale, 0..1e3, default 1): the load
+  // index advertised for that subnet is the measured load times this, so one
+  // host can advertise a priority and a best-effort subnet differently.
+  std::vector<double> subnet_load_scale;
   LoadConfig load;
   std::string source_path;
 };

@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -123,6 +125,17 @@ TEST(ConfigExamples, ExamplesShowTheDefaults) {
   EXPECT_EQ(ex->flows.timeouts.tcp_established, def->flows.timeouts.tcp_established);
   EXPECT_EQ(ex->policy.hold_time, def->policy.hold_time);
   EXPECT_EQ(ex->policy.tie_tolerance, def->policy.tie_tolerance);
+  EXPECT_EQ(ex->slr.shortcut, def->slr.shortcut);
+  EXPECT_EQ(ex->slr.shortcut_wait, def->slr.shortcut_wait);
+  EXPECT_EQ(ex->policy.route_cost_source, def->policy.route_cost_source);
+  EXPECT_EQ(ex->policy.route_metric_scale, def->policy.route_metric_scale);
+  EXPECT_EQ(ex->policy.spread_connections, def->policy.spread_connections);
+  EXPECT_EQ(ex->policy.lua, def->policy.lua);
+  EXPECT_EQ(ex->policy.lua_file, def->policy.lua_file);
+  EXPECT_EQ(ex->upstreams.size(), def->upstreams.size());
+  EXPECT_EQ(ex->regions.size(), def->regions.size());
+  EXPECT_EQ(ex->vips[0].cls, def->vips[0].cls);
+  EXPECT_EQ(ex->hosts[0].standby, def->hosts[0].standby);
 
   auto hex = loadHostConfig(std::string(SLR_SOURCE_DIR) + "/packaging/examples/host.toml");
   auto hdef = loadHostConfigFromString(kHostBase, "h.toml");
@@ -131,6 +144,8 @@ TEST(ConfigExamples, ExamplesShowTheDefaults) {
   EXPECT_EQ(hex->host.tun_name, hdef->host.tun_name);
   EXPECT_EQ(hex->host.update_interval, hdef->host.update_interval);
   EXPECT_EQ(hex->load.max_connections, hdef->load.max_connections);
+  EXPECT_EQ(hex->host.shortcut_sources, hdef->host.shortcut_sources);
+  EXPECT_EQ(hex->subnet_load_scale, hdef->subnet_load_scale);
 }
 
 // ------------------------------------------------------------ defaults ----
@@ -166,6 +181,18 @@ TEST(ConfigDefaults, Slr) {
   EXPECT_EQ(c.hosts[0].weight, 1u);
   EXPECT_EQ(c.hosts[0].route_cost, 0.0);
   ASSERT_EQ(c.hosts[0].subnets.size(), 1u);
+  // Hierarchy keys.
+  EXPECT_FALSE(c.slr.shortcut);
+  EXPECT_EQ(c.slr.shortcut_wait, milliseconds(20));
+  EXPECT_TRUE(c.upstreams.empty());
+  EXPECT_TRUE(c.regions.empty());
+  EXPECT_EQ(c.policy.route_cost_source, RouteCostSource::kConfig);
+  EXPECT_DOUBLE_EQ(c.policy.route_metric_scale, 0.001);
+  EXPECT_FALSE(c.policy.spread_connections);
+  EXPECT_TRUE(c.policy.lua.empty());
+  EXPECT_TRUE(c.policy.lua_file.empty());
+  EXPECT_EQ(c.vips[0].cls, "default");
+  EXPECT_FALSE(c.hosts[0].standby);
 }
 
 TEST(ConfigDefaults, Host) {
@@ -185,6 +212,8 @@ TEST(ConfigDefaults, Host) {
   EXPECT_EQ(c.load.source, LoadSource::kCpu);
   EXPECT_EQ(c.load.max_connections, 1000u);
   EXPECT_TRUE(c.load.file.empty());
+  EXPECT_TRUE(c.host.shortcut_sources.empty());
+  EXPECT_EQ(c.subnet_load_scale, std::vector<double>{1.0});
 }
 
 TEST(ConfigValues, AllSlrKeysRead) {
@@ -381,15 +410,16 @@ TEST(ConfigErrors, UnknownKeys) {
   EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")", "name = \"slr1\"\nworker = 2")),
             Lines{"t.toml: slr.worker: unknown key; expected one of: name, control_listen, "
                   "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
-                  "log_level"});
+                  "shortcut, shortcut_wait, log_level"});
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "[flows.timeouts]\ntcp = \"1s\"\n[tls]")),
             Lines{"t.toml: flows.timeouts.tcp: unknown key; expected one of: tcp_syn, "
                   "tcp_established, tcp_closing, udp, other"});
   EXPECT_EQ(slrErrors(std::string(kSlrBase) + "[[vips]]\nname = \"x\"\n"),
-            Lines{"t.toml: vips: unknown key; expected one of: slr, tls, flows, policy, vip, host"});
+            Lines{"t.toml: vips: unknown key; expected one of: slr, tls, flows, policy, vip, host, "
+                  "upstream, region"});
   EXPECT_EQ(slrErrors(std::string(kSlrBase) + "weigth = 3\n"),
             Lines{"t.toml: host[0].weigth: unknown key; expected one of: name, subnets, weight, "
-                  "route_cost"});
+                  "route_cost, standby"});
   EXPECT_EQ(hostErrors(std::string(kHostBase) + "[load]\nfiles = \"/x\"\n"),
             Lines{"h.toml: load.files: unknown key; expected one of: source, max_connections, file, "
                   "command"});
@@ -397,10 +427,10 @@ TEST(ConfigErrors, UnknownKeys) {
   EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "slr1")", "zz = 1\nname = \"slr1\"\naa = 2")),
             (Lines{"t.toml: slr.zz: unknown key; expected one of: name, control_listen, "
                    "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
-                   "log_level",
+                   "shortcut, shortcut_wait, log_level",
                    "t.toml: slr.aa: unknown key; expected one of: name, control_listen, "
                    "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
-                  "log_level"}));
+                   "shortcut, shortcut_wait, log_level"}));
 }
 
 TEST(ConfigErrors, OverlappingVips) {
@@ -445,7 +475,7 @@ TEST(ConfigErrors, SectionsAndArrays) {
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "flows = 3\n[tls]")),
             Lines{"t.toml: slr.flows: unknown key; expected one of: name, control_listen, "
                   "tunnel_source, status_socket, tun_name, workers, tunnel_mtu, fast_path_interfaces, "
-                  "log_level"});
+                  "shortcut, shortcut_wait, log_level"});
   EXPECT_EQ(hostErrors(edit(kHostBase, "[[subnet]]\nprefix = \"10.100.0.0/24\"\n", "")),
             Lines{"h.toml: subnet: expected at least one [[subnet]] table, got nothing"});
   EXPECT_EQ(hostErrors(edit(kHostBase, "[[slr]]\naddress = \"10.0.2.2:7400\"\nname = \"slr1\"\n", "")),
@@ -512,6 +542,413 @@ TEST(ConfigErrors, HostCrossChecks) {
   EXPECT_EQ(hostErrors(edit(kHostBase, R"(name = "host1")", "name = \"host1\"\nstatus_socket = \"run/x\"")),
             Lines{"h.toml: host.status_socket: expected an absolute socket path shorter than 108 "
                   "bytes, got \"run/x\""});
+}
+
+// ---------------------------------------------------- hierarchy keys ----
+
+TEST(ConfigHierarchy, AllSlrKeysRead) {
+  std::string t = edit(kSlrBase, "[tls]", R"(shortcut = true
+shortcut_wait = "10s"
+
+[[upstream]]
+address = "10.0.9.1:7400"
+name = "net"
+tunnel_source = "10.0.9.5"
+update_interval = "250ms"
+ca = "/etc/slrctl/ca-net.pem"
+
+[[upstream]]
+address = "10.0.10.1:7401"
+name = "net2"
+
+[policy]
+route_cost_source = "kernel"
+route_metric_scale = 1e6
+spread_connections = true
+lua = 'function F(c, ctx) return c.load end'
+
+[tls])");
+  t = edit(t, R"(subnet = "10.100.0.0/24")", R"(subnet = "10.100.0.0/24"
+class = "gold.v-1_x")");
+  t = edit(t, R"(subnets = ["10.100.0.0/24"])", R"(subnets = ["10.100.0.0/24"]
+standby = true)");
+  t += R"(
+[[host]]
+name = "host2"
+subnets = ["10.100.0.0/25"]
+
+[[region]]
+name = "east"
+clients = ["10.0.1.0/24", "10.0.1.0/25", "192.168.0.0/16"]
+cost = { host2 = 1e9, host1 = 0 }
+
+[[region]]
+name = "west"
+clients = ["10.0.2.0/24"]
+[region.cost]
+host1 = 0.5
+)";
+  auto r = loadSlrConfigFromString(t, "t.toml");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_TRUE(r->slr.shortcut);
+  EXPECT_EQ(r->slr.shortcut_wait, seconds(10));
+  ASSERT_EQ(r->upstreams.size(), 2u);
+  EXPECT_EQ(r->upstreams[0].address.str(), "10.0.9.1:7400");
+  EXPECT_EQ(r->upstreams[0].name, "net");
+  EXPECT_EQ(r->upstreams[0].tunnel_source.str(), "10.0.9.5");
+  EXPECT_EQ(r->upstreams[0].update_interval, milliseconds(250));
+  EXPECT_EQ(r->upstreams[0].ca, "/etc/slrctl/ca-net.pem");
+  // Defaults: tunnel_source is the address's IP, 1s, no own CA.
+  EXPECT_EQ(r->upstreams[1].tunnel_source.str(), "10.0.10.1");
+  EXPECT_EQ(r->upstreams[1].update_interval, seconds(1));
+  EXPECT_EQ(r->upstreams[1].ca, "");
+  EXPECT_EQ(r->policy.route_cost_source, RouteCostSource::kKernel);
+  EXPECT_EQ(r->policy.route_metric_scale, 1e6);
+  EXPECT_TRUE(r->policy.spread_connections);
+  EXPECT_EQ(r->policy.lua, "function F(c, ctx) return c.load end");
+  EXPECT_EQ(r->policy.lua_file, "");
+  EXPECT_EQ(r->vips[0].cls, "gold.v-1_x");
+  ASSERT_EQ(r->hosts.size(), 2u);
+  EXPECT_TRUE(r->hosts[0].standby);
+  EXPECT_FALSE(r->hosts[1].standby);
+  ASSERT_EQ(r->regions.size(), 2u);
+  EXPECT_EQ(r->regions[0].name, "east");
+  ASSERT_EQ(r->regions[0].clients.size(), 3u);  // overlaps inside one region are fine
+  EXPECT_EQ(r->regions[0].clients[2].str(), "192.168.0.0/16");
+  // Cost entries in document order; integers are numbers.
+  using Cost = std::vector<std::pair<std::string, double>>;
+  EXPECT_EQ(r->regions[0].cost, (Cost{{"host2", 1e9}, {"host1", 0.0}}));
+  EXPECT_EQ(r->regions[1].name, "west");
+  EXPECT_EQ(r->regions[1].cost, (Cost{{"host1", 0.5}}));
+  EXPECT_EQ(routeCostSourceName(RouteCostSource::kConfig), "config");
+  EXPECT_EQ(routeCostSourceName(RouteCostSource::kKernel), "kernel");
+}
+
+TEST(ConfigHierarchy, AllHostKeysRead) {
+  std::string t = edit(kHostBase, "[tls]", R"(shortcut_sources = ["10.0.9.1", "10.0.10.1"]
+[tls])");
+  t = edit(t, R"(prefix = "10.100.0.0/24")", R"(prefix = "10.100.0.0/24"
+load_scale = 1000
+[[subnet]]
+prefix = "10.101.0.0/24"
+[[subnet]]
+prefix = "10.102.0.0/24"
+load_scale = 0.25)");
+  auto r = loadHostConfigFromString(t, "h.toml");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  ASSERT_EQ(r->host.shortcut_sources.size(), 2u);
+  EXPECT_EQ(r->host.shortcut_sources[0].str(), "10.0.9.1");
+  EXPECT_EQ(r->host.shortcut_sources[1].str(), "10.0.10.1");
+  ASSERT_EQ(r->subnets.size(), 3u);
+  EXPECT_EQ(r->subnet_load_scale, (std::vector<double>{1000.0, 1.0, 0.25}));
+}
+
+TEST(ConfigHierarchy, SlrShortcutErrors) {
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "shortcut = \"yes\"\n[tls]")),
+            Lines{"t.toml: slr.shortcut: expected true or false, got \"yes\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "shortcut = 1\n[tls]")),
+            Lines{"t.toml: slr.shortcut: expected true or false, got 1"});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "shortcut_wait = \"11s\"\n[tls]")),
+            Lines{"t.toml: slr.shortcut_wait: expected a duration of 1ms..10s, got \"11s\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "shortcut_wait = \"10001ms\"\n[tls]")),
+            Lines{"t.toml: slr.shortcut_wait: expected a duration of 1ms..10s, got \"10001ms\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "shortcut_wait = \"0ms\"\n[tls]")),
+            Lines{"t.toml: slr.shortcut_wait: expected a duration such as \"250ms\", \"3s\", "
+                  "\"5m\" or \"1h\", greater than 0, got \"0ms\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "shortcut_wait = 20\n[tls]")),
+            Lines{"t.toml: slr.shortcut_wait: expected a duration such as \"250ms\", \"3s\", "
+                  "\"5m\" or \"1h\", greater than 0, got 20"});
+  auto ok = loadSlrConfigFromString(edit(kSlrBase, "[tls]", "shortcut_wait = \"1ms\"\n[tls]"), "t.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->slr.shortcut_wait, milliseconds(1));
+}
+
+TEST(ConfigHierarchy, UpstreamErrors) {
+  // Missing required keys; every other key wrong.
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + R"(
+[[upstream]]
+tunnel_source = "10.0.9"
+update_interval = "1x"
+ca = ""
+)"),
+            (Lines{"t.toml: upstream[0].address: expected an endpoint \"a.b.c.d:port\" with port "
+                   "1..65535, got nothing",
+                   "t.toml: upstream[0].name: expected a name of 1..64 characters from "
+                   "[A-Za-z0-9._-], got nothing",
+                   "t.toml: upstream[0].tunnel_source: expected an IPv4 address \"a.b.c.d\", got "
+                   "\"10.0.9\"",
+                   "t.toml: upstream[0].update_interval: expected a duration such as \"250ms\", "
+                   "\"3s\", \"5m\" or \"1h\", greater than 0, got \"1x\"",
+                   "t.toml: upstream[0].ca: expected a non-empty file path, got \"\""}));
+  // Names unique, and not this SLR's own name; invalid names.
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + R"(
+[[upstream]]
+address = "10.0.9.1:7400"
+name = "net"
+[[upstream]]
+address = "10.0.9.2:7400"
+name = "slr1"
+[[upstream]]
+address = "10.0.9.3:7400"
+name = "net"
+[[upstream]]
+address = "10.0.9.4"
+name = "n/t"
+)"),
+            (Lines{"t.toml: upstream[1].name: expected a name other than slr.name, got \"slr1\"",
+                   "t.toml: upstream[2].name: expected a name not used by upstream[0], got \"net\"",
+                   "t.toml: upstream[3].address: expected an endpoint \"a.b.c.d:port\" with port "
+                   "1..65535, got \"10.0.9.4\"",
+                   "t.toml: upstream[3].name: expected a name of 1..64 characters from "
+                   "[A-Za-z0-9._-], got \"n/t\""}));
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + "[[upstream]]\naddress = \"10.0.9.1:7400\"\n"
+                                              "name = \"net\"\nhold_time = \"3s\"\n"),
+            Lines{"t.toml: upstream[0].hold_time: unknown key; expected one of: address, name, "
+                  "tunnel_source, update_interval, ca"});
+  EXPECT_EQ(slrErrors("upstream = \"net\"\n" + std::string(kSlrBase)),
+            Lines{"t.toml: upstream: expected an array of tables [[upstream]], got \"net\""});
+  EXPECT_EQ(slrErrors("upstream = [1]\n" + std::string(kSlrBase)),
+            Lines{"t.toml: upstream[0]: expected a table, got 1"});
+  // An empty array is zero upstreams.
+  auto none = loadSlrConfigFromString("upstream = []\n" + std::string(kSlrBase), "t.toml");
+  ASSERT_TRUE(none.ok()) << none.error().detail;
+  EXPECT_TRUE(none->upstreams.empty());
+  // At most 16.
+  std::string many(kSlrBase);
+  for (int i = 0; i < 17; ++i) {
+    many += "[[upstream]]\naddress = \"10.0.9." + std::to_string(i + 1) + ":7400\"\nname = \"u" +
+            std::to_string(i) + "\"\n";
+  }
+  EXPECT_EQ(slrErrors(many), Lines{"t.toml: upstream: expected at most 16 [[upstream]] tables, got 17"});
+  std::string sixteen = many.substr(0, many.rfind("[[upstream]]"));
+  auto ok = loadSlrConfigFromString(sixteen, "t.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->upstreams.size(), 16u);
+}
+
+TEST(ConfigHierarchy, PolicyErrors) {
+  auto policy = [](std::string_view body) {
+    return slrErrors(edit(kSlrBase, "[tls]", "[policy]\n" + std::string(body) + "\n[tls]"));
+  };
+  EXPECT_EQ(policy("route_cost_source = \"Kernel\""),
+            Lines{"t.toml: policy.route_cost_source: expected one of \"config\", \"kernel\", got "
+                  "\"Kernel\""});
+  EXPECT_EQ(policy("route_metric_scale = -1"),
+            Lines{"t.toml: policy.route_metric_scale: expected a number 0..1e6, got -1"});
+  EXPECT_EQ(policy("route_metric_scale = 1000000.5"),
+            Lines{"t.toml: policy.route_metric_scale: expected a number 0..1e6, got 1000000.5"});
+  EXPECT_EQ(policy("route_metric_scale = inf"),
+            Lines{"t.toml: policy.route_metric_scale: expected a number 0..1e6, got inf"});
+  EXPECT_EQ(policy("route_metric_scale = \"0.1\""),
+            Lines{"t.toml: policy.route_metric_scale: expected a number 0..1e6, got \"0.1\""});
+  EXPECT_EQ(policy("spread_connections = \"true\""),
+            Lines{"t.toml: policy.spread_connections: expected true or false, got \"true\""});
+  EXPECT_EQ(policy("lua = \"\""),
+            Lines{"t.toml: policy.lua: expected a non-empty string of Lua source, got \"\""});
+  EXPECT_EQ(policy("lua = 3"),
+            Lines{"t.toml: policy.lua: expected a non-empty string of Lua source, got 3"});
+  EXPECT_EQ(policy("lua_file = \"\""),
+            Lines{"t.toml: policy.lua_file: expected a non-empty file path, got \"\""});
+  EXPECT_EQ(policy("lua = \"function F(c) return 1 end\"\nlua_file = \"/x/p.lua\""),
+            Lines{"t.toml: policy: expected at most one of lua, lua_file, got both"});
+  // The Lua source is not compiled here (the policy module does it).
+  auto ok = loadSlrConfigFromString(edit(kSlrBase, "[tls]", "[policy]\nlua = \"not lua ((\"\n[tls]"),
+                                    "t.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->policy.lua, "not lua ((");
+}
+
+TEST(ConfigHierarchy, LuaFileFromStringIsRelativeToCwd) {
+  char buf[4096];
+  ASSERT_NE(getcwd(buf, sizeof buf), nullptr);
+  std::string cwd = buf;
+  auto load = [](std::string_view file) {
+    return loadSlrConfigFromString(
+        edit(kSlrBase, "[tls]", "[policy]\nlua_file = \"" + std::string(file) + "\"\n[tls]"),
+        "t.toml");
+  };
+  // Not checked for existence: there is no file to be relative to.
+  auto r = load("policy.lua");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(r->policy.lua_file, (cwd == "/" ? "" : cwd) + "/policy.lua");
+  r = load("./lua/../policy.lua");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(r->policy.lua_file, (cwd == "/" ? "" : cwd) + "/lua/../policy.lua");
+  r = load("/etc/slrctl/policy.lua");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(r->policy.lua_file, "/etc/slrctl/policy.lua");
+}
+
+TEST(ConfigHierarchy, LuaFileFromFileIsRelativeToItsDirectory) {
+  char tmpl[] = "/tmp/slr_config_lua_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string cfg = dir + "/slr.toml";
+  std::string lua = dir + "/policy.lua";
+  auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+  };
+  write(cfg, edit(kSlrBase, "[tls]", "[policy]\nlua_file = \"policy.lua\"\n[tls]"));
+
+  // Missing: named with the resolved path.
+  auto r = loadSlrConfig(cfg);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(errorLines(r.error()),
+            Lines{cfg + ": policy.lua_file: expected a readable file, got \"" + lua + "\""});
+
+  write(lua, "function F(c, ctx) return c.load end\n");
+  r = loadSlrConfig(cfg);
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(r->policy.lua_file, lua);
+  EXPECT_TRUE(r->policy.lua.empty());  // the file is not read here
+
+  // A config named by a relative path: still its directory.
+  char buf[4096];
+  ASSERT_NE(getcwd(buf, sizeof buf), nullptr);
+  ASSERT_EQ(chdir(dir.c_str()), 0);
+  r = loadSlrConfig("slr.toml");
+  ASSERT_EQ(chdir(buf), 0);
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(r->policy.lua_file, lua);
+
+  // A directory is not a readable file.
+  write(cfg, edit(kSlrBase, "[tls]", "[policy]\nlua_file = \"./\"\n[tls]"));
+  r = loadSlrConfig(cfg);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(errorLines(r.error()),
+            Lines{cfg + ": policy.lua_file: expected a readable file, got \"" + dir + "\""});
+
+  // Both keys: both problems reported.
+  write(cfg, edit(kSlrBase, "[tls]", "[policy]\nlua = \"x\"\nlua_file = \"nope.lua\"\n[tls]"));
+  r = loadSlrConfig(cfg);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(errorLines(r.error()),
+            (Lines{cfg + ": policy.lua_file: expected a readable file, got \"" + dir + "/nope.lua\"",
+                   cfg + ": policy: expected at most one of lua, lua_file, got both"}));
+
+  unlink(lua.c_str());
+  unlink(cfg.c_str());
+  rmdir(dir.c_str());
+}
+
+TEST(ConfigHierarchy, VipClassAndHostStandbyErrors) {
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(subnet = "10.100.0.0/24")",
+                           "subnet = \"10.100.0.0/24\"\nclass = \"best effort\"")),
+            Lines{"t.toml: vip[0].class: expected a name of 1..64 characters from [A-Za-z0-9._-], "
+                  "got \"best effort\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(subnet = "10.100.0.0/24")",
+                           "subnet = \"10.100.0.0/24\"\nclass = \"\"")),
+            Lines{"t.toml: vip[0].class: expected a name of 1..64 characters from [A-Za-z0-9._-], "
+                  "got \"\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(subnet = "10.100.0.0/24")",
+                           "subnet = \"10.100.0.0/24\"\nclass = \"" + std::string(65, 'c') + "\"")),
+            Lines{"t.toml: vip[0].class: expected a name of 1..64 characters from [A-Za-z0-9._-], "
+                  "got \"" + std::string(65, 'c') + "\""});
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + "klass = \"x\"\n"),
+            Lines{"t.toml: host[0].klass: unknown key; expected one of: name, subnets, weight, "
+                  "route_cost, standby"});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[[host]]", "class = 5\n[[host]]")),
+            Lines{"t.toml: vip[0].class: expected a name of 1..64 characters from [A-Za-z0-9._-], "
+                  "got 5"});
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + "standby = \"no\"\n"),
+            Lines{"t.toml: host[0].standby: expected true or false, got \"no\""});
+}
+
+TEST(ConfigHierarchy, RegionErrors) {
+  std::string two_hosts =
+      std::string(kSlrBase) + "[[host]]\nname = \"host2\"\nsubnets = [\"10.100.0.0/24\"]\n";
+  // Required keys missing, every value wrong.
+  EXPECT_EQ(slrErrors(two_hosts + "[[region]]\n"),
+            (Lines{"t.toml: region[0].name: expected a name of 1..64 characters from "
+                   "[A-Za-z0-9._-], got nothing",
+                   "t.toml: region[0].clients: expected a non-empty array of prefixes, got "
+                   "nothing"}));
+  EXPECT_EQ(slrErrors(two_hosts + R"([[region]]
+name = "e st"
+clients = []
+cost = 1
+)"),
+            (Lines{"t.toml: region[0].name: expected a name of 1..64 characters from "
+                   "[A-Za-z0-9._-], got \"e st\"",
+                   "t.toml: region[0].clients: expected a non-empty array of prefixes, got an "
+                   "empty array",
+                   "t.toml: region[0].cost: expected a table of [[host]] names to numbers 0..1e9, "
+                   "got 1"}));
+  EXPECT_EQ(slrErrors(two_hosts + R"([[region]]
+name = "east"
+clients = ["10.0.1.1/24", "10.0.2.0/24", 7]
+cost = { host2 = -1, sys9 = 0.5, "a b" = 1, host1 = 1000000001 }
+)"),
+            (Lines{"t.toml: region[0].clients[0]: expected an IPv4 prefix \"a.b.c.d/len\" with no "
+                   "host bits set, got \"10.0.1.1/24\"",
+                   "t.toml: region[0].clients[2]: expected an IPv4 prefix \"a.b.c.d/len\" with no "
+                   "host bits set, got 7",
+                   "t.toml: region[0].cost.host2: expected a number 0..1e9, got -1",
+                   "t.toml: region[0].cost.sys9: expected the name of a [[host]], got \"sys9\"",
+                   "t.toml: region[0].cost.\"a b\": expected the name of a [[host]], got \"a b\"",
+                   "t.toml: region[0].cost.host1: expected a number 0..1e9, got 1000000001"}));
+  // Unique names; client prefixes of different regions disjoint (both named).
+  EXPECT_EQ(slrErrors(two_hosts + R"([[region]]
+name = "east"
+clients = ["10.0.1.0/24", "10.0.8.0/24"]
+[[region]]
+name = "west"
+clients = ["10.0.2.0/24", "10.0.8.128/25"]
+[[region]]
+name = "east"
+clients = ["10.0.0.0/8"]
+)"),
+            (Lines{"t.toml: region[1].clients[1]: expected a prefix not overlapping "
+                   "region[0].clients[1] \"10.0.8.0/24\", got \"10.0.8.128/25\"",
+                   "t.toml: region[2].name: expected a name not used by region[0], got \"east\"",
+                   "t.toml: region[2].clients[0]: expected a prefix not overlapping "
+                   "region[0].clients[0] \"10.0.1.0/24\", got \"10.0.0.0/8\""}));
+  EXPECT_EQ(slrErrors(two_hosts + "[[region]]\nname = \"e\"\nclients = [\"10.0.1.0/24\"]\nclient = 1\n"),
+            Lines{"t.toml: region[0].client: unknown key; expected one of: name, clients, cost"});
+  // A broken [[host]] name does not also flag the cost keys naming hosts.
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(name = "host1")", R"(name = "host 1")") +
+                      "[[region]]\nname = \"e\"\nclients = [\"10.0.1.0/24\"]\ncost = { x = 1 }\n"),
+            Lines{"t.toml: host[0].name: expected a name of 1..64 characters from [A-Za-z0-9._-], "
+                  "got \"host 1\""});
+  // At most 256.
+  std::string many = two_hosts;
+  for (int i = 0; i < 257; ++i) {
+    many += "[[region]]\nname = \"r" + std::to_string(i) + "\"\nclients = [\"10.1." +
+            std::to_string(i / 256) + "." + std::to_string(i % 256) + "/32\"]\n";
+  }
+  EXPECT_EQ(slrErrors(many), Lines{"t.toml: region: expected at most 256 [[region]] tables, got 257"});
+  auto ok = loadSlrConfigFromString(many.substr(0, many.rfind("[[region]]")), "t.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->regions.size(), 256u);
+}
+
+TEST(ConfigHierarchy, HostErrors) {
+  EXPECT_EQ(hostErrors(edit(kHostBase, "[tls]",
+                            "shortcut_sources = [\"10.0.9.1\", \"10.0.9\", \"10.0.9.1\", 5]\n[tls]")),
+            (Lines{"h.toml: host.shortcut_sources[1]: expected an IPv4 address \"a.b.c.d\", got "
+                   "\"10.0.9\"",
+                   "h.toml: host.shortcut_sources[2]: expected an address not listed twice, got "
+                   "\"10.0.9.1\"",
+                   "h.toml: host.shortcut_sources[3]: expected an IPv4 address \"a.b.c.d\", got 5"}));
+  EXPECT_EQ(hostErrors(edit(kHostBase, "[tls]", "shortcut_sources = \"10.0.9.1\"\n[tls]")),
+            Lines{"h.toml: host.shortcut_sources: expected an array of IPv4 addresses, got "
+                  "\"10.0.9.1\""});
+  EXPECT_EQ(hostErrors(std::string(kHostBase) + "load_scale = 1000.5\n"),
+            Lines{"h.toml: subnet[0].load_scale: expected a number 0..1000, got 1000.5"});
+  EXPECT_EQ(hostErrors(std::string(kHostBase) + "load_scale = -0.1\n"),
+            Lines{"h.toml: subnet[0].load_scale: expected a number 0..1000, got -0.1"});
+  EXPECT_EQ(hostErrors(std::string(kHostBase) + "load_scale = \"1\"\n"),
+            Lines{"h.toml: subnet[0].load_scale: expected a number 0..1000, got \"1\""});
+  EXPECT_EQ(hostErrors(std::string(kHostBase) + "load = 1\n"),
+            Lines{"h.toml: subnet[0].load: unknown key; expected one of: prefix, load_scale"});
+  EXPECT_EQ(hostErrors(edit(kHostBase, "[tls]", "shortcut = true\n[tls]")),
+            Lines{"h.toml: host.shortcut: unknown key; expected one of: name, tunnel_address, "
+                  "status_socket, tunnel_mode, tun_name, update_interval, decap_interfaces, "
+                  "shortcut_sources, log_level"});
+  // 0 is allowed: the subnet always advertises load 0.
+  auto ok = loadHostConfigFromString(std::string(kHostBase) + "load_scale = 0\n", "h.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->subnet_load_scale, std::vector<double>{0.0});
 }
 
 // ------------------------------------------------------- role and files ----
