@@ -506,14 +506,23 @@ Result<std::vector<RouteInfo>> listRoutes(Family family, uint32_t table) {
   return out;
 }
 
-Result<RouteInfo> routeGet(const IpAddress& dst, const IpAddress& src) {
-  if (dst.empty()) return Error{EINVAL, "RTM_GETROUTE", "no destination address"};
-  std::string what = "RTM_GETROUTE " + dst.str();
+namespace {
+
+// The one RTM_GETROUTE for one destination.  rtm_flags 0: the route the
+// kernel would use for a packet (interface, gateway, the source it would
+// pick); RTM_F_FIB_MATCH: the FIB entry that matched (its prefix, table and
+// RTA_PRIORITY), as `ip route get fibmatch`.
+Result<RouteInfo> getRoute(const IpAddress& dst, const IpAddress& src, uint32_t rtm_flags) {
+  std::string what = "RTM_GETROUTE";
+  if (rtm_flags & RTM_F_FIB_MATCH) what += " fibmatch";
+  if (dst.empty()) return Error{EINVAL, what, "no destination address"};
+  what += " " + dst.str();
   if (!src.empty()) what += " from " + src.str();
   MessageBuilder b(RTM_GETROUTE, 0, what, 512);
   auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(b.hdr(), sizeof(rtmsg)));
   rtm->rtm_family = uint8_t(afOf(dst.family));
   rtm->rtm_dst_len = uint8_t(addrLen(dst.family) * 8);
+  rtm->rtm_flags = rtm_flags;
   putAddr(b.hdr(), RTA_DST, dst);
   if (!src.empty()) {
     rtm->rtm_src_len = uint8_t(addrLen(src.family) * 8);
@@ -528,6 +537,12 @@ Result<RouteInfo> routeGet(const IpAddress& dst, const IpAddress& src) {
   if (!got) return Error{ENOENT, what, "kernel sent no route"};
   return *got;
 }
+
+}  // namespace
+
+Result<RouteInfo> routeGet(const IpAddress& dst, const IpAddress& src) { return getRoute(dst, src, 0); }
+
+Result<RouteInfo> routeGetFibMatch(const IpAddress& dst) { return getRoute(dst, {}, RTM_F_FIB_MATCH); }
 
 // ------------------------------------------------------------ addresses ---
 

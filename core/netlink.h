@@ -150,6 +150,11 @@ struct RouteInfo {
                                                        uint32_t table = RT_TABLE_MAIN);
 // RTM_GETROUTE for one destination: which interface, gateway and source.
 [[nodiscard]] Result<RouteInfo> routeGet(const IpAddress& dst, const IpAddress& src = {});
+// RTM_GETROUTE with RTM_F_FIB_MATCH ("ip route get fibmatch DST"): the FIB
+// entry the longest-prefix match picks, as it is stored: its prefix, table
+// and metric (RTA_PRIORITY, 0 when the route has none).  No matching route:
+// an error (ENETUNREACH).
+[[nodiscard]] Result<RouteInfo> routeGetFibMatch(const IpAddress& dst);
 
 // ------------------------------------------------------------- addresses ---
 

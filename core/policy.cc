@@ -75,7 +75,8 @@ size_t nextPrime(size_t n) {
 }
 
 // Costs for display plus the eligible entries in canonical order.
-std::vector<Entry> collect(std::span<const Candidate> cands, const CostFn& f, bool cost_decides,
+std::vector<Entry> collect(std::span<const Candidate> cands, const CostFn& f,
+                           const CostContext& ctx, bool cost_decides,
                            std::vector<CandidateCost>& costs) {
   costs.clear();
   costs.reserve(cands.size());
@@ -85,7 +86,7 @@ std::vector<Entry> collect(std::span<const Candidate> cands, const CostFn& f, bo
     const Candidate& c = cands[i];
     CandidateCost cc;
     cc.next_hop = c.next_hop;
-    cc.cost = f(c);
+    cc.cost = f(c, ctx);
     cc.eligible = c.available && c.weight > 0 && c.next_hop != kNoNextHop &&
                   (!cost_decides || std::isfinite(cc.cost));
     costs.push_back(cc);
@@ -104,10 +105,10 @@ class LeastCost final : public Policy {
   LeastCost(double tol, CostFn f) : tol_(tol), f_(std::move(f)) {}
   const char* name() const override { return "least-cost"; }
 
-  Selection build(std::span<const Candidate> cands) const override {
+  Selection build(std::span<const Candidate> cands, const CostContext& ctx) const override {
     Selection sel;
     sel.mode = Selection::Mode::kHash;
-    std::vector<Entry> es = collect(cands, f_, true, sel.costs);
+    std::vector<Entry> es = collect(cands, f_, ctx, true, sel.costs);
     if (es.empty()) return sel;
 
     double best = INFINITY;
@@ -135,10 +136,10 @@ class WeightedRoundRobin final : public Policy {
  public:
   const char* name() const override { return "weighted-round-robin"; }
 
-  Selection build(std::span<const Candidate> cands) const override {
+  Selection build(std::span<const Candidate> cands, const CostContext& ctx) const override {
     Selection sel;
     sel.mode = Selection::Mode::kRoundRobin;
-    std::vector<Entry> es = collect(cands, defaultCost, false, sel.costs);
+    std::vector<Entry> es = collect(cands, defaultCost, ctx, false, sel.costs);
     if (es.empty()) return sel;
     normaliseWeights(es, kMaxWeightedSlots);
 
@@ -170,10 +171,10 @@ class ConsistentHash final : public Policy {
   explicit ConsistentHash(size_t m) : m_(nextPrime(m)) {}
   const char* name() const override { return "consistent-hash"; }
 
-  Selection build(std::span<const Candidate> cands) const override {
+  Selection build(std::span<const Candidate> cands, const CostContext& ctx) const override {
     Selection sel;
     sel.mode = Selection::Mode::kHash;
-    std::vector<Entry> es = collect(cands, defaultCost, false, sel.costs);
+    std::vector<Entry> es = collect(cands, defaultCost, ctx, false, sel.costs);
     if (es.empty()) return sel;
 
     const uint64_t m = m_;
@@ -228,12 +229,12 @@ const char* modeName(Selection::Mode m) {
   return m == Selection::Mode::kHash ? "hash" : "round-robin";
 }
 
-double defaultCost(const Candidate& c) {
+double defaultCost(const Candidate& c, const CostContext&) {
   if (c.weight == 0) return INFINITY;
-  return c.load / double(c.weight) + c.route_cost;
+  return c.load / double(c.weight) + c.route_cost + c.proximity;
 }
 
-double aggregateLoad(std::span<const Candidate> candidates) {
+double aggregateLoad(std::span<const Candidate> candidates, const CostContext&) {
   double num = 0.0;
   double den = 0.0;
   for (const Candidate& c : candidates) {
@@ -246,7 +247,7 @@ double aggregateLoad(std::span<const Candidate> candidates) {
 
 std::unique_ptr<Policy> makeLeastCost(double tie_tolerance, CostFn f) {
   if (!(tie_tolerance >= 0.0)) tie_tolerance = 0.0;  // also catches NaN
-  if (!f) f = defaultCost;
+  if (!f) f = [](const Candidate& c, const CostContext& ctx) { return defaultCost(c, ctx); };
   return std::make_unique<LeastCost>(tie_tolerance, std::move(f));
 }
 

@@ -40,6 +40,19 @@ struct Candidate {
   double route_cost = 0.0;         // r_j
   uint32_t weight = 1;             // w_j, relative capacity; 0 = never chosen
   bool available = true;           // false: withdrawn / flagged unavailable, never chosen
+  double proximity = 0.0;          // extra cost of this next hop for the client's region
+  bool standby = false;            // disaster-recovery next hop (the builder filters; F may look)
+  bool is_slr = false;             // a lower-level SLR rather than a host
+  std::string_view name;           // configured name; valid during build() only
+};
+
+// What F and G may look at besides the candidates (seed: "proximity, time of
+// day, service class...").  Valid during build() only.
+struct CostContext {
+  std::string_view subnet;        // the virtual subnet being built, "10.100.0.0/24"
+  std::string_view subnet_class;  // [[vip]].class of the VIP that contains it
+  std::string_view region;        // client region ([[region]].name), "" = no region
+  int hour = 0, minute = 0, weekday = 0;  // local time of the rebuild; weekday 0 = Sunday
 };
 
 // One line of "what was compared" (status, `slrctl hosts`, explain).
@@ -86,26 +99,30 @@ class Policy {
   virtual const char* name() const = 0;  // the config spelling, e.g. "least-cost"
   // Deterministic; does not depend on the order of `candidates` (except for
   // the order of Selection::costs, which mirrors the input).
-  virtual Selection build(std::span<const Candidate> candidates) const = 0;
+  virtual Selection build(std::span<const Candidate> candidates,
+                          const CostContext& ctx = {}) const = 0;
 };
 
 // The cost function F of the seed, installed by the operator (here: by code).
 // Evaluated only at build time.  A NaN or infinite result makes the candidate
 // ineligible.
-using CostFn = std::function<double(const Candidate&)>;
+using CostFn = std::function<double(const Candidate&, const CostContext&)>;
+// G: the aggregate load of one subnet reported upwards.  NaN = "no capacity"
+// (the subnet is advertised unavailable).
+using AggregateFn = std::function<double(std::span<const Candidate>, const CostContext&)>;
 
-// Default F:  m = s / w + r.
+// Default F:  m = s / w + r + proximity.
 // The weight is a relative capacity: a weight-2 host at load 0.6 is as busy as
 // a weight-1 host at load 0.3.  The route cost is added in the same units as
 // the load index, so r = 0.2 means "prefer a host 0.2 busier but nearer".
 // A large r makes a standby (disaster-recovery) site that only takes new flows
 // when nothing cheaper is available.  weight 0 gives +inf (ineligible).
-double defaultCost(const Candidate& c);
+double defaultCost(const Candidate& c, const CostContext& ctx = {});
 
 // Aggregate G for reporting this subnet upwards (seed steps 9310/9320):
 // weight-weighted mean load of the available, weight>0 candidates with a
 // finite load; NaN when there are none.
-double aggregateLoad(std::span<const Candidate> candidates);
+double aggregateLoad(std::span<const Candidate> candidates, const CostContext& ctx = {});
 
 // tie_tolerance: absolute, in cost units; negative or NaN is treated as 0.
 std::unique_ptr<Policy> makeLeastCost(double tie_tolerance, CostFn f = defaultCost);

@@ -15,6 +15,7 @@ constexpr size_t kErrorFixed = 2 + 2;
 // Hello without the name: role, name_len, address, interval, capabilities.
 constexpr size_t kHelloFixed = 1 + 1 + kAddrSize + 4 + 4;
 constexpr size_t kHelloAckFixed = 1 + kAddrSize + 4;
+constexpr size_t kShortcutFixed = 2;  // count
 
 Error protoError(std::string detail) { return Error{0, "control protocol", std::move(detail)}; }
 
@@ -153,11 +154,11 @@ IpAddress readAddr(Reader& r) {
   return a;
 }
 
-Error lengthError(const char* msg, size_t got, size_t expected) {
+Error lengthError(std::string_view msg, size_t got, size_t expected) {
   return protoError(std::string(msg) + ": body length " + std::to_string(got) + " != expected " +
                     std::to_string(expected));
 }
-Error shortError(const char* msg, size_t got, size_t minimum) {
+Error shortError(std::string_view msg, size_t got, size_t minimum) {
   return protoError(std::string(msg) + ": body length " + std::to_string(got) + " < minimum " +
                     std::to_string(minimum));
 }
@@ -203,6 +204,37 @@ std::optional<std::string> loadProblem(double load) {
   if (!std::isfinite(load)) return std::string("load is infinite");
   return "load " + std::to_string(load) + " out of range 0..4294.967295";
 }
+
+// SHORTCUT addresses travel compactly: 4 bytes for IPv4, 16 for IPv6.
+size_t wireAddrLen(Family f) { return f == Family::kV4 ? 4 : 16; }
+bool familyOk(uint8_t f) { return f == uint8_t(Family::kV4) || f == uint8_t(Family::kV6); }
+
+std::optional<std::string> checkShortcutCount(size_t count) {
+  if (count == 0 || count > kMaxEntries)
+    return "entry count " + std::to_string(count) + " out of range 1.." + std::to_string(kMaxEntries);
+  return std::nullopt;
+}
+
+// Protocols whose flow keys carry ports: TCP and UDP, and ICMP/ICMPv6 whose
+// echo identifier parsePacket (core/packet.cc) puts in both ports.
+bool hasPorts(uint8_t proto) { return proto == 6 || proto == 17 || proto == 1 || proto == 58; }
+
+// The rules for one entry, shared by validate() and the decoder (which
+// checks the two families first, as it needs them to find the fields).
+std::optional<std::string> checkShortcutEntry(const ShortcutEntry& e) {
+  const FlowKey& k = e.key;
+  if (!familyOk(uint8_t(k.family))) return "family " + std::to_string(int(k.family)) + " is not 4 or 6";
+  for (size_t i = wireAddrLen(k.family); i < 16; ++i) {
+    if (k.src[i] != 0) return "source IPv4 address has non-zero byte " + std::to_string(i);
+    if (k.dst[i] != 0) return "destination IPv4 address has non-zero byte " + std::to_string(i);
+  }
+  if (k.pad[0] != 0 || k.pad[1] != 0) return std::string("flow key padding is not zero");
+  if (!hasPorts(k.proto) && (k.sport != 0 || k.dport != 0))
+    return "ports must be 0 for protocol " + std::to_string(k.proto) + " (sport " + std::to_string(k.sport) +
+           ", dport " + std::to_string(k.dport) + ")";
+  if (auto p = checkAddress(e.endpoint)) return "endpoint: " + *p;
+  return std::nullopt;
+}
 }  // namespace
 
 Status validate(const Hello& m) {
@@ -237,6 +269,14 @@ Status validate(const Update& m) {
 
 Status validate(const ErrorMsg& m) {
   return firstProblem("error", [&] { return checkText(m.text); });
+}
+
+Status validate(const Shortcut& m) {
+  if (auto p = checkShortcutCount(m.entries.size())) return protoError("shortcut: " + *p);
+  for (size_t i = 0; i < m.entries.size(); ++i)
+    if (auto p = checkShortcutEntry(m.entries[i]))
+      return protoError("shortcut entry " + std::to_string(i) + ": " + *p);
+  return Ok{};
 }
 
 // ---- encoders ----
@@ -288,6 +328,26 @@ std::vector<std::byte> encode(const ErrorMsg& m) {
   w.u16(m.code);
   w.u16(uint16_t(n));
   w.bytes(m.text.data(), n);
+  return w.finish();
+}
+
+std::vector<std::byte> encode(const Shortcut& m) {
+  Writer w(MsgType::kShortcut);
+  size_t count = std::min(m.entries.size(), kMaxEntries);
+  w.u16(uint16_t(count));
+  for (size_t i = 0; i < count; ++i) {
+    const auto& k = m.entries[i].key;
+    const auto& ep = m.entries[i].endpoint;
+    size_t n = wireAddrLen(k.family);
+    w.u8(k.proto);
+    w.u8(static_cast<uint8_t>(k.family));
+    w.bytes(k.src.data(), n);
+    w.bytes(k.dst.data(), n);
+    w.u16(k.sport);
+    w.u16(k.dport);
+    w.u8(static_cast<uint8_t>(ep.family));
+    w.bytes(ep.bytes.data(), wireAddrLen(ep.family));
+  }
   return w.finish();
 }
 
@@ -379,6 +439,45 @@ Result<ErrorMsg> decodeError(std::span<const std::byte> body) {
   return m;
 }
 
+Result<Shortcut> decodeShortcut(std::span<const std::byte> body) {
+  if (body.size() < kShortcutFixed) return shortError("shortcut", body.size(), kShortcutFixed);
+  Reader r(body);
+  size_t count = r.u16();
+  if (auto p = checkShortcutCount(count)) return protoError("shortcut: " + *p);
+  // Entries are 19 (IPv4) to 55 (IPv6) bytes: reserve only what the body can hold.
+  constexpr size_t kSmallestEntry = 1 + 1 + 4 + 4 + 2 + 2 + 1 + 4;
+  Shortcut m;
+  m.entries.reserve(std::min(count, r.left() / kSmallestEntry));
+  for (size_t i = 0; i < count; ++i) {
+    std::string where = "shortcut entry " + std::to_string(i);
+    // The entry's next `n` bytes must be in the body.
+    auto truncated = [&](size_t n) { return shortError(where, body.size(), body.size() - r.left() + n); };
+    ShortcutEntry e;
+    if (r.left() < 2) return truncated(2);
+    e.key.proto = r.u8();
+    uint8_t family = r.u8();
+    if (!familyOk(family)) return protoError(where + ": family " + std::to_string(family) + " is not 4 or 6");
+    e.key.family = static_cast<Family>(family);
+    size_t n = wireAddrLen(e.key.family);
+    if (r.left() < 2 * n + 2 + 2 + 1) return truncated(2 * n + 2 + 2 + 1);
+    r.raw(e.key.src.data(), n);
+    r.raw(e.key.dst.data(), n);
+    e.key.sport = r.u16();
+    e.key.dport = r.u16();
+    uint8_t ep_family = r.u8();
+    if (!familyOk(ep_family))
+      return protoError(where + ": endpoint: address family " + std::to_string(ep_family) + " is not 4 or 6");
+    e.endpoint.family = static_cast<Family>(ep_family);
+    size_t en = wireAddrLen(e.endpoint.family);
+    if (r.left() < en) return truncated(en);
+    r.raw(e.endpoint.bytes.data(), en);
+    if (auto p = checkShortcutEntry(e)) return protoError(where + ": " + *p);
+    m.entries.push_back(e);
+  }
+  if (r.left() != 0) return lengthError("shortcut", body.size(), body.size() - r.left());
+  return m;
+}
+
 namespace {
 template <typename T>
 Result<Message> widen(Result<T> r) {
@@ -393,6 +492,7 @@ Result<Message> decode(const Frame& frame) {
     case MsgType::kHelloAck: return widen(decodeHelloAck(frame.body));
     case MsgType::kUpdate: return widen(decodeUpdate(frame.body));
     case MsgType::kError: return widen(decodeError(frame.body));
+    case MsgType::kShortcut: return widen(decodeShortcut(frame.body));
   }
   return protoError("unknown message type " + std::to_string(int(frame.type)));
 }
@@ -403,6 +503,7 @@ std::string_view typeName(MsgType t) {
     case MsgType::kHelloAck: return "HELLO_ACK";
     case MsgType::kUpdate: return "UPDATE";
     case MsgType::kError: return "ERROR";
+    case MsgType::kShortcut: return "SHORTCUT";
   }
   return "UNKNOWN";
 }
@@ -448,7 +549,7 @@ std::optional<Error> FrameReader::checkHeader() {
   if (have > 2 && byte(2) != kVersion)
     return protoError("unsupported protocol version " + std::to_string(byte(2)) + " (this build speaks version " +
                       std::to_string(kVersion) + ")");
-  if (have > 3 && (byte(3) < uint8_t(MsgType::kHello) || byte(3) > uint8_t(MsgType::kError)))
+  if (have > 3 && (byte(3) < uint8_t(MsgType::kHello) || byte(3) > uint8_t(MsgType::kShortcut)))
     return protoError("unknown message type " + std::to_string(byte(3)));
   if (have >= kHeaderSize) {
     uint32_t len = (uint32_t(byte(4)) << 24) | (uint32_t(byte(5)) << 16) | (uint32_t(byte(6)) << 8) | byte(7);

@@ -1,7 +1,9 @@
 #pragma once
-// Control protocol between hosts and SLRs (runs inside TLS, see core/tls.h).
-// The one home of this wire format: every byte is defined in SPEC.md
-// "Control protocol" and pinned by golden vectors in tests/unit/protocol_test.cc.
+// Control protocol between hosts and SLRs, and between a lower SLR and the
+// SLR above it (runs inside TLS, see core/tls.h).  This header and
+// core/protocol.cc are the authoritative definition of the wire format; it is
+// documented byte by byte in man/slrctl.toml.5, section WIRE FORMAT, and
+// pinned by golden vectors in tests/unit/protocol_test.cc.
 //
 // Frame: magic 'S''L' | version u8 (=1) | type u8 | body length u32 BE (<= kMaxBody) | body.
 // Decoders take the BODY of one frame (what FrameReader hands out) and
@@ -32,13 +34,15 @@ inline constexpr uint32_t kMaxIntervalMs = 3'600'000'000u;
 // Load index travels as u32 micro-units, so 0 .. 4294.967295.
 inline constexpr double kMaxLoad = 4294.967295;
 
-enum class MsgType : uint8_t { kHello = 1, kHelloAck = 2, kUpdate = 3, kError = 4 };
+enum class MsgType : uint8_t { kHello = 1, kHelloAck = 2, kUpdate = 3, kError = 4, kShortcut = 5 };
 enum class Role : uint8_t { kHost = 1, kSlr = 2 };
 
 // Hello.capabilities bits.  Unknown bits are accepted and ignored (they are
 // advertisements; a newer peer may offer more).
 inline constexpr uint32_t kCapKernelTunnel = 1u << 0;
 inline constexpr uint32_t kCapUserspaceTunnel = 1u << 1;
+// "I send SHORTCUT for flows you tunnel to me" (a lower SLR with shortcut on).
+inline constexpr uint32_t kCapShortcut = 1u << 2;
 
 // SubnetLoad flags bits (other bits must be zero in version 1).
 inline constexpr uint8_t kFlagAvailable = 1u << 0;
@@ -84,7 +88,25 @@ struct ErrorMsg {
   friend bool operator==(const ErrorMsg&, const ErrorMsg&) = default;
 };
 
-using Message = std::variant<Hello, HelloAck, Update, ErrorMsg>;
+// SHORTCUT (lower SLR -> upper SLR): for each flow the upper SLR tunnelled
+// down, the tunnel termination point the flow should go to from now on (the
+// host's tunnel address), so later packets skip the lower SLR.
+struct ShortcutEntry {
+  // family 4 or 6 (src and dst share it); an IPv4 address in src/dst[0..3],
+  // the other bytes and pad zero, as parsePacket builds keys.  Ports are zero
+  // unless proto is TCP (6), UDP (17), or ICMP (1) / ICMPv6 (58), whose echo
+  // identifier parsePacket puts in both ports.
+  FlowKey key;
+  IpAddress endpoint;          // v4 or v6, not unspecified
+  friend bool operator==(const ShortcutEntry&, const ShortcutEntry&) = default;
+};
+
+struct Shortcut {
+  std::vector<ShortcutEntry> entries;  // 1..kMaxEntries
+  friend bool operator==(const Shortcut&, const Shortcut&) = default;
+};
+
+using Message = std::variant<Hello, HelloAck, Update, ErrorMsg, Shortcut>;
 
 struct Frame {
   MsgType type = MsgType::kError;
@@ -107,6 +129,7 @@ inline double microToLoad(uint32_t micro) { return double(micro) / 1e6; }
 [[nodiscard]] Status validate(const HelloAck& m);
 [[nodiscard]] Status validate(const Update& m);
 [[nodiscard]] Status validate(const ErrorMsg& m);
+[[nodiscard]] Status validate(const Shortcut& m);
 
 // ---- encoders: header + body.  Precondition: validate(m).ok().  Out-of-range
 // values are clamped (name/text truncated, entries capped at kMaxEntries, load
@@ -115,6 +138,7 @@ std::vector<std::byte> encode(const Hello& m);
 std::vector<std::byte> encode(const HelloAck& m);
 std::vector<std::byte> encode(const Update& m);
 std::vector<std::byte> encode(const ErrorMsg& m);
+std::vector<std::byte> encode(const Shortcut& m);
 std::vector<std::byte> encode(const Message& m);
 // Frame header + arbitrary body (body.size() must be <= kMaxBody).
 std::vector<std::byte> encodeFrame(MsgType type, std::span<const std::byte> body);
@@ -122,15 +146,16 @@ std::vector<std::byte> encodeFrame(MsgType type, std::span<const std::byte> body
 // ---- decoders: body of one frame -> message.  Errors have op "control
 // protocol" and a precise detail, e.g. "update entry 3: prefix length 40 > 32
 // for IPv4", "hello: name has invalid character '/'", "hello: body length 12
-// != expected 17". ----
+// != expected 17", "shortcut entry 2: family 5 is not 4 or 6". ----
 Result<Hello> decodeHello(std::span<const std::byte> body);
 Result<HelloAck> decodeHelloAck(std::span<const std::byte> body);
 Result<Update> decodeUpdate(std::span<const std::byte> body);
 Result<ErrorMsg> decodeError(std::span<const std::byte> body);
+Result<Shortcut> decodeShortcut(std::span<const std::byte> body);
 // Dispatch on frame.type.
 Result<Message> decode(const Frame& frame);
 
-std::string_view typeName(MsgType t);  // "HELLO", "HELLO_ACK", "UPDATE", "ERROR"
+std::string_view typeName(MsgType t);  // "HELLO", "HELLO_ACK", "UPDATE", "ERROR", "SHORTCUT"
 
 // Incremental frame splitter for a byte stream.  Validates each header as soon
 // as its bytes arrive (magic, version, type, length <= kMaxBody).  The

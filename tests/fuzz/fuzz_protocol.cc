@@ -47,6 +47,9 @@ void decodeAll(MsgType type, std::span<const std::byte> body) {
     case MsgType::kError:
       if (auto m = decodeError(body); m.ok()) checkCanonical(*m, body);
       break;
+    case MsgType::kShortcut:
+      if (auto m = decodeShortcut(body); m.ok()) checkCanonical(*m, body);
+      break;
   }
 }
 
@@ -56,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data), size);
 
   // 1. Every decoder on the raw input.
-  for (auto t : {MsgType::kHello, MsgType::kHelloAck, MsgType::kUpdate, MsgType::kError}) decodeAll(t, in);
+  for (auto t : {MsgType::kHello, MsgType::kHelloAck, MsgType::kUpdate, MsgType::kError, MsgType::kShortcut})
+    decodeAll(t, in);
 
   // 2. The stream through a FrameReader, chunk sizes taken from the data.
   FrameReader reader;

@@ -2,6 +2,7 @@
 // accepts checked as root inside a scratch network namespace.
 #include "core/netlink.h"
 #include "tests/unit/scratch_netns.h"
+#include "tests/unit/veth_fixture.h"
 
 #include <gtest/gtest.h>
 #include <libmnl/libmnl.h>
@@ -253,6 +254,65 @@ TEST(NetlinkRoot, SysctlWriteInNamespace) {
   ASSERT_TRUE(writeSysctl("net/ipv4/conf/lo/rp_filter", "0").ok());
   Status bad = writeSysctl("net/ipv4/conf/lo/rp_filter", "banana");
   EXPECT_FALSE(bad.ok());
+}
+
+TEST(NetlinkRoot, RouteGetFibMatchReportsTheMetric) {
+  REQUIRE_SCRATCH_NETNS();
+  // The kernel here may lack the dummy module; a veth pair is always there.
+  ASSERT_TRUE(slr::testing::addVethPair("slrfm0", "slrfm1"));
+  auto dev = linkIndex("slrfm0");
+  ASSERT_TRUE(dev.ok()) << dev.error().message();
+  RouteSpec wide, narrow;
+  wide.dst = pfx("10.60.0.0/16");
+  wide.ifindex = *dev;
+  wide.metric = 300;
+  narrow = wide;
+  narrow.dst = pfx("10.60.1.0/24");
+  narrow.metric = 7;
+  ASSERT_TRUE(addRoute(wide).ok());
+  ASSERT_TRUE(addRoute(narrow).ok());
+
+  // Longest match wins, with its own metric, prefix and table.
+  auto in_narrow = routeGetFibMatch(ip("10.60.1.5"));
+  ASSERT_TRUE(in_narrow.ok()) << in_narrow.error().message();
+  EXPECT_EQ(in_narrow->metric, 7u);
+  EXPECT_EQ(in_narrow->dst, narrow.dst);
+  EXPECT_EQ(in_narrow->ifindex, *dev);
+  EXPECT_EQ(in_narrow->table, uint32_t(RT_TABLE_MAIN));
+  auto in_wide = routeGetFibMatch(ip("10.60.2.5"));
+  ASSERT_TRUE(in_wide.ok()) << in_wide.error().message();
+  EXPECT_EQ(in_wide->metric, 300u);
+  EXPECT_EQ(in_wide->dst, wide.dst);
+  // The plain lookup still answers the same destination (by interface).
+  auto plain = routeGet(ip("10.60.1.5"));
+  ASSERT_TRUE(plain.ok()) << plain.error().message();
+  EXPECT_EQ(plain->ifindex, *dev);
+
+  // IPv6 goes through the same request.
+  RouteSpec v6 = wide;
+  v6.dst = pfx("fd00:60::/32");
+  v6.metric = 300;
+  RouteSpec v6narrow = v6;
+  v6narrow.dst = pfx("fd00:60:1::/48");
+  v6narrow.metric = 7;
+  ASSERT_TRUE(addRoute(v6).ok());
+  ASSERT_TRUE(addRoute(v6narrow).ok());
+  auto v6got = routeGetFibMatch(ip("fd00:60:1::5"));
+  ASSERT_TRUE(v6got.ok()) << v6got.error().message();
+  EXPECT_EQ(v6got->metric, 7u);
+  EXPECT_EQ(v6got->dst, v6narrow.dst);
+
+  // No route at all: an error naming the request, not a zero metric.
+  auto none = routeGetFibMatch(ip("10.99.0.1"));
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ENETUNREACH) << none.error().message();
+  EXPECT_EQ(none.error().op, "RTM_GETROUTE fibmatch 10.99.0.1");
+  auto empty = routeGetFibMatch(IpAddress{});
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.error().code, EINVAL);
+
+  EXPECT_TRUE(deleteLink("slrfm0").ok());  // takes its peer and routes along
+  EXPECT_FALSE(routeGetFibMatch(ip("10.60.1.5")).ok());
 }
 
 TEST(NetlinkRoot, BatchOfRoutesReportsTheFailingOne) {

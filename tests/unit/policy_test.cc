@@ -131,7 +131,7 @@ TEST(LeastCost, StandbySiteOnlyWhenNothingCheaper) {
 
 TEST(LeastCost, CustomCostFunction) {
   // An operator F that ignores load: nearest wins.
-  auto p = makeLeastCost(0.0, [](const Candidate& c) { return c.route_cost; });
+  auto p = makeLeastCost(0.0, [](const Candidate& c, const CostContext&) { return c.route_cost; });
   std::vector<Candidate> c = {host(1, "a", 0.0, 1, 1.5), host(2, "b", 0.99, 1, 1.0)};
   Selection s = p->build(c);
   EXPECT_EQ(slotCounts(s), (std::map<uint16_t, size_t>{{2, 1}}));

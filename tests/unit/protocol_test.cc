@@ -8,6 +8,8 @@
 #include <limits>
 #include <random>
 
+#include "core/packet.h"
+
 namespace slr::proto {
 namespace {
 
@@ -42,6 +44,37 @@ Update sampleUpdate() {
   return u;
 }
 
+IpAddress ip(const char* s) { return *IpAddress::parse(s); }
+
+// A flow key the way parsePacket builds one (unused address bytes zero).
+FlowKey flowKey(uint8_t proto, const char* src, uint16_t sport, const char* dst, uint16_t dport) {
+  FlowKey k;
+  k.family = ip(src).family;
+  k.src = ip(src).bytes;
+  k.dst = ip(dst).bytes;
+  k.sport = sport;
+  k.dport = dport;
+  k.proto = proto;
+  return k;
+}
+
+Shortcut sampleShortcut() {
+  Shortcut m;
+  m.entries.push_back({flowKey(6, "10.0.1.2", 40000, "10.100.0.10", 80), ip("10.0.3.11")});
+  return m;
+}
+
+// An IPv6 UDP flow to an IPv6 endpoint (55 bytes on the wire), then a GRE
+// flow (no ports) to an IPv4 endpoint (19 bytes).
+Shortcut twoEntryShortcut() {
+  Shortcut m;
+  m.entries.push_back({flowKey(17, "fd00:1::2", 5353, "fd00:100::10", 53), ip("fd00:3::b")});
+  m.entries.push_back({flowKey(47, "10.0.1.3", 0, "10.100.0.11", 0), ip("10.0.3.12")});
+  return m;
+}
+// Offsets inside twoEntryShortcut()'s body.
+constexpr size_t kSc0 = 2, kSc1 = 2 + 55;
+
 // Offset of entry i's first byte inside an UPDATE body.
 constexpr size_t entryOff(size_t i) { return 6 + i * 23; }
 
@@ -71,6 +104,37 @@ TEST(ProtocolGolden, Update) {
   auto u = decodeUpdate(bodyOf(bytes));
   ASSERT_TRUE(u.ok()) << u.error().message();
   EXPECT_EQ(*u, sampleUpdate());
+}
+
+TEST(ProtocolGolden, ShortcutOneEntry) {
+  auto bytes = encode(sampleShortcut());
+  EXPECT_EQ(toHex(bytes),
+            "534c0105" "00000015"                      // magic, v1, SHORTCUT, len 21
+            "0001"                                     // 1 entry
+            "06" "04" "0a000102" "0a64000a"            // tcp, IPv4 10.0.1.2 -> 10.100.0.10
+            "9c40" "0050"                              // 40000 -> 80
+            "04" "0a00030b");                          // endpoint IPv4 10.0.3.11
+  auto m = decodeShortcut(bodyOf(bytes));
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  EXPECT_EQ(*m, sampleShortcut());
+}
+
+TEST(ProtocolGolden, ShortcutTwoEntries) {
+  auto bytes = encode(twoEntryShortcut());
+  EXPECT_EQ(toHex(bytes),
+            "534c0105" "0000004c"                      // magic, v1, SHORTCUT, len 76
+            "0002"                                     // 2 entries
+            "11" "06"                                  // udp, IPv6
+            "fd000001000000000000000000000002"         // fd00:1::2
+            "fd000100000000000000000000000010"         // fd00:100::10
+            "14e9" "0035"                              // 5353 -> 53
+            "06" "fd00000300000000000000000000000b"    // endpoint IPv6 fd00:3::b
+            "2f" "04" "0a000103" "0a64000b"            // GRE, IPv4 10.0.1.3 -> 10.100.0.11
+            "0000" "0000"                              // no ports
+            "04" "0a00030c");                          // endpoint IPv4 10.0.3.12
+  auto m = decodeShortcut(bodyOf(bytes));
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  EXPECT_EQ(*m, twoEntryShortcut());
 }
 
 // ---- round trips ----
@@ -146,7 +210,7 @@ TEST(ProtocolRoundTrip, Error) {
 
 TEST(ProtocolRoundTrip, GenericDecodeDispatches) {
   std::vector<Message> msgs = {sampleHello(), HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000},
-                               sampleUpdate(), ErrorMsg{kProtocolError, "bye"}};
+                               sampleUpdate(), ErrorMsg{kProtocolError, "bye"}, twoEntryShortcut()};
   FrameReader r;
   for (const auto& m : msgs) {
     auto b = encode(m);
@@ -160,6 +224,84 @@ TEST(ProtocolRoundTrip, GenericDecodeDispatches) {
     ASSERT_TRUE(d.ok()) << d.error().message();
     EXPECT_EQ(*d, m);
   }
+}
+
+TEST(ProtocolRoundTrip, ShortcutDispatchAndName) {
+  auto bytes = encode(Message(sampleShortcut()));
+  EXPECT_EQ(bytes, encode(sampleShortcut()));
+  EXPECT_EQ(MsgType(uint8_t(bytes[3])), MsgType::kShortcut);
+  EXPECT_EQ(typeName(MsgType::kShortcut), "SHORTCUT");
+  auto body = bodyOf(bytes);
+  auto d = decode(Frame{MsgType::kShortcut, {body.begin(), body.end()}});
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  ASSERT_TRUE(std::holds_alternative<Shortcut>(*d));
+  EXPECT_EQ(std::get<Shortcut>(*d), sampleShortcut());
+  // The same body under another type is not a shortcut.
+  EXPECT_FALSE(decode(Frame{MsgType::kUpdate, {body.begin(), body.end()}}).ok());
+  EXPECT_NE(kCapShortcut, kCapKernelTunnel | kCapUserspaceTunnel);
+  EXPECT_EQ(kCapShortcut, 4u);
+}
+
+TEST(ProtocolRoundTrip, ShortcutManyEntries) {
+  Shortcut m;
+  for (size_t i = 0; i < kMaxEntries; ++i) {
+    ShortcutEntry e;
+    std::string n = std::to_string(i % 250 + 1);
+    switch (i % 4) {
+      case 0: e.key = flowKey(6, ("10.0.1." + n).c_str(), uint16_t(1024 + i), "10.100.0.10", 443); break;
+      case 1: e.key = flowKey(17, ("fd00:1::" + n).c_str(), 5353, "fd00:100::10", uint16_t(i)); break;
+      case 2: e.key = flowKey(1, ("10.0.2." + n).c_str(), uint16_t(i), "10.100.0.10", uint16_t(i)); break;
+      case 3: e.key = flowKey(50, ("fd00:2::" + n).c_str(), 0, "fd00:100::1", 0); break;
+    }
+    e.endpoint = i % 3 ? ip(("10.0.3." + n).c_str()) : ip(("fd00:3::" + n).c_str());
+    m.entries.push_back(e);
+  }
+  ASSERT_TRUE(validate(m).ok()) << validate(m).error().message();
+  auto bytes = encode(m);
+  EXPECT_LE(bytes.size(), kHeaderSize + kMaxBody);
+  auto d = decodeShortcut(bodyOf(bytes));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, m);
+  // The largest possible SHORTCUT (all IPv6) still fits in one frame.
+  for (auto& e : m.entries) {
+    e.key = flowKey(6, "fd00:1::1", 1, "fd00:100::1", 2);
+    e.endpoint = ip("fd00:3::1");
+  }
+  bytes = encode(m);
+  EXPECT_EQ(bytes.size(), kHeaderSize + 2 + kMaxEntries * 55);
+  EXPECT_LE(bytes.size() - kHeaderSize, kMaxBody);
+  EXPECT_TRUE(decodeShortcut(bodyOf(bytes)).ok());
+}
+
+// What the lower SLR sends names a flow exactly as the upper SLR's flow table
+// does: keys decoded off the wire equal the ones parsePacket builds.
+TEST(ProtocolRoundTrip, ShortcutKeysMatchParsePacket) {
+  auto packet = [](uint8_t proto, std::vector<uint8_t> l4) {
+    std::vector<std::byte> pkt(20 + l4.size());
+    Ipv4HeaderFields f;
+    f.total_length = uint16_t(pkt.size());
+    f.protocol = proto;
+    f.src = IpAddress::parse("10.0.1.2")->v4HostOrder();
+    f.dst = IpAddress::parse("10.100.0.10")->v4HostOrder();
+    writeIpv4Header(pkt, f);
+    for (size_t i = 0; i < l4.size(); ++i) pkt[20 + i] = std::byte(l4[i]);
+    PacketInfo info;
+    EXPECT_EQ(parsePacket(pkt, info), ParseError::kOk);
+    return info.key;
+  };
+  std::vector<uint8_t> tcp(20, 0);
+  tcp[0] = 0x9c, tcp[1] = 0x40, tcp[2] = 0x00, tcp[3] = 0x50, tcp[12] = 0x50, tcp[13] = 0x02;  // SYN
+  std::vector<uint8_t> echo = {8, 0, 0, 0, 0x12, 0x34, 0, 1};  // echo request, id 0x1234
+  std::vector<uint8_t> gre(8, 0);
+  Shortcut m;
+  for (const FlowKey& k : {packet(6, tcp), packet(1, echo), packet(47, gre)}) m.entries.push_back({k, ip("10.0.3.11")});
+  EXPECT_EQ(m.entries[0].key, flowKey(6, "10.0.1.2", 40000, "10.100.0.10", 80));
+  EXPECT_EQ(m.entries[1].key.sport, 0x1234);  // ICMP echo: the identifier in both ports
+  ASSERT_TRUE(validate(m).ok()) << validate(m).error().message();
+  auto d = decodeShortcut(bodyOf(encode(m)));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  ASSERT_EQ(d->entries.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(d->entries[i].key, m.entries[i].key) << d->entries[i].key.str();
 }
 
 TEST(ProtocolRoundTrip, LoadResolution) {
@@ -190,7 +332,8 @@ void expectError(const Result<T>& r, std::string_view needle) {
 TEST(ProtocolMalformed, TruncatedAtEveryLength) {
   std::vector<std::vector<std::byte>> frames = {encode(sampleHello()),
                                                 encode(HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000}),
-                                                encode(sampleUpdate()), encode(ErrorMsg{3, "nope"})};
+                                                encode(sampleUpdate()), encode(ErrorMsg{3, "nope"}),
+                                                encode(sampleShortcut()), encode(twoEntryShortcut())};
   for (const auto& f : frames) {
     auto body = bodyOf(f);
     for (size_t n = 0; n < body.size(); ++n) {
@@ -360,6 +503,84 @@ TEST(ProtocolMalformed, HelloAckFields) {
   expectError(validate(a), "tunnel source: address family 0");
 }
 
+TEST(ProtocolMalformed, ShortcutFields) {
+  auto mutate = [](auto f) {
+    auto bytes = encode(twoEntryShortcut());
+    std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+    f(body);
+    return decodeShortcut(body);
+  };
+  ASSERT_TRUE(mutate([](auto&) {}).ok());
+  // count
+  expectError(mutate([](auto& b) { b.resize(2), b[1] = std::byte{0}; }),
+              "shortcut: entry count 0 out of range 1..1024");
+  std::vector<std::byte> big(2 + 1025 * 19);
+  big[0] = std::byte{0x04};
+  big[1] = std::byte{0x01};
+  expectError(decodeShortcut(big), "shortcut: entry count 1025 out of range 1..1024");
+  expectError(decodeShortcut(std::span(big).first(1)), "shortcut: body length 1 < minimum 2");
+  // flow family
+  expectError(mutate([](auto& b) { b[kSc1 + 1] = std::byte{5}; }), "shortcut entry 1: family 5 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[kSc0 + 1] = std::byte{0}; }), "shortcut entry 0: family 0 is not 4 or 6");
+  // ports on a protocol without ports
+  expectError(mutate([](auto& b) { b[kSc1 + 2 + 8 + 1] = std::byte{1}; }),
+              "shortcut entry 1: ports must be 0 for protocol 47 (sport 1, dport 0)");
+  expectError(mutate([](auto& b) { b[kSc1 + 2 + 8 + 3] = std::byte{2}; }),
+              "shortcut entry 1: ports must be 0 for protocol 47 (sport 0, dport 2)");
+  // endpoint family and address
+  expectError(mutate([](auto& b) { b[kSc0 + 2 + 32 + 4] = std::byte{5}; }),
+              "shortcut entry 0: endpoint: address family 5 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[kSc1 + 2 + 8 + 4] = std::byte{0}; }),
+              "shortcut entry 1: endpoint: address family 0 is not 4 or 6");
+  expectError(mutate([](auto& b) {
+                for (size_t i = 0; i < 4; ++i) b[kSc1 + 2 + 8 + 5 + i] = std::byte{0};
+              }),
+              "shortcut entry 1: endpoint: address 0.0.0.0 is unspecified");
+  expectError(mutate([](auto& b) {
+                for (size_t i = 0; i < 16; ++i) b[kSc0 + 2 + 32 + 5 + i] = std::byte{0};
+              }),
+              "shortcut entry 0: endpoint: address :: is unspecified");
+  // body length: one byte too many, one too few, and more entries counted than sent
+  expectError(mutate([](auto& b) { b.push_back(std::byte{0}); }), "shortcut: body length 77 != expected 76");
+  expectError(mutate([](auto& b) { b.pop_back(); }), "shortcut entry 1: body length 75 < minimum 76");
+  expectError(mutate([](auto& b) { b.resize(kSc1 + 1); }), "shortcut entry 1: body length 58 < minimum 59");
+  expectError(mutate([](auto& b) { b[1] = std::byte{3}; }), "shortcut entry 2: body length 76 < minimum 78");
+  // a v6 entry relabelled v4 reads as a 19-byte entry and leaves bytes over
+  expectError(mutate([](auto& b) { b[kSc0 + 1] = std::byte{4}; }), "shortcut entry 0: endpoint: address family");
+
+  // Sender-side checks: the same rules.
+  Shortcut bad;
+  expectError(validate(bad), "shortcut: entry count 0 out of range 1..1024");
+  bad = sampleShortcut();
+  bad.entries.assign(1025, sampleShortcut().entries[0]);
+  expectError(validate(bad), "shortcut: entry count 1025 out of range 1..1024");
+  EXPECT_EQ(encode(bad).size(), kHeaderSize + 2 + 1024 * 19);  // capped, still well formed
+  auto entry = [](auto f) {
+    Shortcut m = sampleShortcut();
+    f(m.entries[0]);
+    return validate(m);
+  };
+  expectError(entry([](ShortcutEntry& e) { e.key.family = Family::kNone; }), "shortcut entry 0: family 0 is not 4 or 6");
+  expectError(entry([](ShortcutEntry& e) { e.key.src[5] = 1; }),
+              "shortcut entry 0: source IPv4 address has non-zero byte 5");
+  expectError(entry([](ShortcutEntry& e) { e.key.dst[15] = 1; }),
+              "shortcut entry 0: destination IPv4 address has non-zero byte 15");
+  expectError(entry([](ShortcutEntry& e) { e.key.pad[1] = 1; }), "shortcut entry 0: flow key padding is not zero");
+  expectError(entry([](ShortcutEntry& e) { e.key.proto = 50; }),
+              "shortcut entry 0: ports must be 0 for protocol 50 (sport 40000, dport 80)");
+  expectError(entry([](ShortcutEntry& e) { e.endpoint = IpAddress{}; }),
+              "shortcut entry 0: endpoint: address family 0 is not 4 or 6");
+  expectError(entry([](ShortcutEntry& e) { e.endpoint = ip("::"); }), "shortcut entry 0: endpoint: address :: is unspecified");
+  expectError(entry([](ShortcutEntry& e) { e.endpoint.bytes[4] = 1; }),
+              "shortcut entry 0: endpoint: IPv4 address has non-zero byte 4");
+  // Accepted: ICMP echo identifiers, ports 0 on any protocol, v4 flow to a v6 endpoint.
+  EXPECT_TRUE(entry([](ShortcutEntry& e) { e.key.proto = 1; }).ok());
+  EXPECT_TRUE(entry([](ShortcutEntry& e) { e.key.proto = 58; }).ok());
+  EXPECT_TRUE(entry([](ShortcutEntry& e) { e.key.proto = 50, e.key.sport = e.key.dport = 0; }).ok());
+  EXPECT_TRUE(entry([](ShortcutEntry& e) { e.endpoint = ip("fd00:3::b"); }).ok());
+  EXPECT_TRUE(entry([](ShortcutEntry& e) { e.key.src = {}; }).ok());  // 0.0.0.0 source (DHCP) is a flow
+}
+
 // ---- FrameReader ----
 
 Status feedAll(FrameReader& r, std::span<const std::byte> data, std::vector<Frame>& out) {
@@ -389,6 +610,7 @@ TEST(FrameReader, BadHeaders) {
       {headerBytes('S', 'X', 1, 1, 0), "bad magic byte 1: 0x58"},
       {headerBytes('S', 'L', 2, 1, 0), "unsupported protocol version 2 (this build speaks version 1)"},
       {headerBytes('S', 'L', 1, 99, 0), "unknown message type 99"},
+      {headerBytes('S', 'L', 1, 6, 0), "unknown message type 6"},
       {headerBytes('S', 'L', 1, 0, 0), "unknown message type 0"},
       {headerBytes('S', 'L', 1, 3, 1u << 20), "frame body length 1048576 > maximum 65536"},
       {headerBytes('S', 'L', 1, 3, 65537), "frame body length 65537 > maximum 65536"},
@@ -524,7 +746,7 @@ TEST(FrameReader, RandomGarbageNeverCrashes) {
     std::vector<std::byte> g(rng() % 200);
     for (auto& b : g) b = std::byte(uint8_t(rng()));
     if (iter % 2) {  // make half of them look like frames so bodies get decoded
-      auto h = headerBytes('S', 'L', 1, uint8_t(1 + rng() % 4), uint32_t(g.size()));
+      auto h = headerBytes('S', 'L', 1, uint8_t(1 + rng() % 5), uint32_t(g.size()));
       g.insert(g.begin(), h.begin(), h.end());
     }
     FrameReader r;
@@ -535,6 +757,7 @@ TEST(FrameReader, RandomGarbageNeverCrashes) {
     (void)decodeHelloAck(g);
     (void)decodeUpdate(g);
     (void)decodeError(g);
+    (void)decodeShortcut(g);
   }
 }
 
