@@ -10,6 +10,8 @@ PACKAGES=(
   libmnl-dev libnftnl-dev libssl-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   # the SLR's kernel fast path: a tc BPF program built with clang, loaded with libbpf
   clang libbpf-dev
+  # operator policies: F and G as sandboxed Lua 5.4 functions
+  liblua5.4-dev
   # tests, benchmarks
   libgtest-dev libbenchmark-dev libtins-dev
   # runtime / end-to-end tests / demo
