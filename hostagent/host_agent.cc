@@ -222,6 +222,7 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
     p.update_interval = interval;
     p.capabilities = caps;
     p.subnets = cfg.subnets;
+    p.subnet_load_scale = cfg.subnet_load_scale;
     st.sessions.push_back(std::make_unique<SlrSession>(std::move(p), *tls, st.load, stop));
   }
   for (auto& s : st.sessions) s->start();

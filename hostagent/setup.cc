@@ -1,6 +1,7 @@
 #include "hostagent/setup.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/log.h"
 #include "core/netlink.h"
@@ -41,6 +42,10 @@ std::vector<IpAddress> tunnelSources(const config::HostConfig& cfg) {
   std::vector<IpAddress> out;
   for (const auto& s : cfg.slrs) {
     IpAddress a = s.tunnel_source.empty() ? s.address.addr : s.tunnel_source;
+    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  }
+  // Upper SLRs of the hierarchy that may tunnel shortcut flows straight here.
+  for (const auto& a : cfg.host.shortcut_sources) {
     if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
   }
   return out;
@@ -130,6 +135,27 @@ Status HostSetup::setRpFilter(const std::string& dev, const char* value, bool on
   return Ok{};
 }
 
+// Direct server return ARP hygiene (as for LVS-DR): the VIPs are local here
+// but belong to the SLR on every link.  arp_ignore 1: answer ARP only for
+// addresses configured on the interface asked (the VIPs sit on lo), so no
+// host claims a VIP; arp_announce 2: never use a VIP as the sender of our
+// own ARP requests (a reply's source is the VIP).  The kernel takes the
+// maximum of "all" and the device, so raising "all" is enough; an operator's
+// stricter setting is kept.
+Status HostSetup::raiseSysctl(const std::string& path, int value) {
+  auto old = readSysctl(path);
+  if (!old) return old.error();
+  if (std::atoi(old->c_str()) >= value) return Ok{};
+  if (auto s = writeSysctl(path, std::to_string(value)); !s) return s;
+  LOG_INFO("setup", "sysctl " + path + ": " + *old + " -> " + std::to_string(value));
+  std::string prev = *old;
+  onUndo("restore " + path + " = " + prev, [path, prev] {
+    if (auto s = writeSysctl(path, prev); !s && s.error().code != ENOENT)
+      LOG_WARN("setup", "restore " + path + ": " + s.error().message());
+  });
+  return Ok{};
+}
+
 Status HostSetup::apply(const config::HostConfig& cfg) {
   auto run = [&]() -> Status {
     auto uplink = deviceOfAddress(cfg.host.tunnel_address);
@@ -145,6 +171,8 @@ Status HostSetup::apply(const config::HostConfig& cfg) {
     // Effective value is max(all, dev): a strict uplink stays strict; make it
     // loose (2) so `slrctl host check` and the outer packets' path agree.
     if (auto s = setRpFilter(*uplink, "2", /*only_if_strict=*/true); !s) return s;
+    if (auto s = raiseSysctl("net/ipv4/conf/all/arp_ignore", 1); !s) return s;
+    if (auto s = raiseSysctl("net/ipv4/conf/all/arp_announce", 2); !s) return s;
 
     nft::HostRules rules;
     rules.vips = cfg.subnets;

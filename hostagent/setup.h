@@ -5,6 +5,8 @@
 //   2. rp_filter = 0 on "all", "default" and the tunnel device (the inner
 //      packet's client source is not routed via the tunnel device, so strict
 //      reverse-path filtering would drop it); a strict uplink is set loose;
+//      arp_ignore >= 1 and arp_announce >= 2 on "all" (no host answers ARP
+//      for a VIP or uses one as its ARP sender);
 //   3. nftables: VIP traffic only via the tunnel device, tunnels only from
 //      the configured SLRs;
 //   4. one `local` route per virtual subnet in table local, dev lo.
@@ -25,7 +27,7 @@ inline constexpr const char* kKernelTunnelDevice = "slrip0";
 enum class TunnelKind { kKernel, kUserspace };
 const char* tunnelKindName(TunnelKind k);  // "kernel" | "userspace"
 
-// The configured SLR tunnel sources, deduplicated.
+// The configured SLR tunnel sources plus [host].shortcut_sources, deduplicated.
 std::vector<IpAddress> tunnelSources(const config::HostConfig& cfg);
 
 class HostSetup {
@@ -49,6 +51,7 @@ class HostSetup {
 
  private:
   Status setupTunnel(const config::HostConfig& cfg);
+  Status raiseSysctl(const std::string& path, int value);
   Status setRpFilter(const std::string& dev, const char* value, bool only_if_strict = false);
   void onUndo(std::string what, std::function<void()> fn);
 

@@ -60,11 +60,15 @@ std::string refusalText(const std::string& slr_name, const proto::ErrorMsg& e) {
          (e.text.empty() ? std::string(errorCodeName(e.code)) : e.text);
 }
 
-proto::Update makeUpdate(uint32_t seq, const std::vector<Prefix>& subnets, double load) {
+proto::Update makeUpdate(uint32_t seq, const std::vector<Prefix>& subnets, double load,
+                         const std::vector<double>& scales) {
   proto::Update u;
   u.seq = seq;
   u.entries.reserve(subnets.size());
-  for (const auto& s : subnets) u.entries.push_back({s, load, true});
+  for (size_t i = 0; i < subnets.size(); ++i) {
+    double l = load * (i < scales.size() ? scales[i] : 1.0);
+    u.entries.push_back({subnets[i], std::clamp(l, 0.0, proto::kMaxLoad), true});
+  }
   return u;
 }
 
@@ -164,10 +168,12 @@ Result<UniqueFd> tcpConnect(const config::Endpoint& ep, milliseconds timeout,
 // Next frame from the connection.  nullopt when `deadline` passed with no
 // complete frame (not an error); an error on close, TLS failure, framing
 // error or stop.
+// wake_fd (optional, an eventfd): readable = return nullopt at once (after
+// resetting it) so the caller can send what was queued.
 Result<std::optional<proto::Frame>> readFrame(tls::Connection& c, proto::FrameReader& reader,
                                               Clock::time_point deadline,
                                               const std::atomic<bool>& stop,
-                                              const std::string& peer) {
+                                              const std::string& peer, int wake_fd = -1) {
   for (;;) {
     auto f = reader.next();
     if (!f) return f.error();
@@ -186,9 +192,14 @@ Result<std::optional<proto::Frame>> readFrame(tls::Connection& c, proto::FrameRe
     }
     auto l = left(deadline);
     if (l.count() == 0) return std::optional<proto::Frame>{};
-    pollfd p{c.fd(), events, 0};
-    int r = ::poll(&p, 1, int(std::min(l, kSlice).count()));
+    pollfd p[2] = {{c.fd(), events, 0}, {wake_fd, POLLIN, 0}};
+    int r = ::poll(p, wake_fd >= 0 ? 2 : 1, int(std::min(l, kSlice).count()));
     if (r < 0 && errno != EINTR) return sysError("poll " + peer);
+    if (wake_fd >= 0 && (p[1].revents & POLLIN)) {
+      uint64_t v;
+      (void)!::read(wake_fd, &v, sizeof v);
+      return std::optional<proto::Frame>{};
+    }
   }
 }
 
@@ -216,7 +227,7 @@ bool SlrSession::connectOnce() {
                                           s.error().message());
 
   proto::Hello hello;
-  hello.role = proto::Role::kHost;
+  hello.role = p_.role;
   hello.name = p_.host_name;
   hello.tunnel_address = p_.tunnel_address;
   hello.update_interval_ms = uint32_t(p_.update_interval.count());
@@ -282,7 +293,10 @@ bool SlrSession::connectOnce() {
       return true;
     }
     if (Clock::now() >= next_update) {
-      proto::Update u = makeUpdate(++seq_, p_.subnets, load_.load(std::memory_order_relaxed));
+      proto::Update u = p_.make_update ? p_.make_update(++seq_)
+                                       : makeUpdate(++seq_, p_.subnets,
+                                                    load_.load(std::memory_order_relaxed),
+                                                    p_.subnet_load_scale);
       if (auto s = c.writeAll(proto::encode(u), p_.update_interval + milliseconds(1000)); !s) {
         fail(SessionState::kError, "send UPDATE: " + s.error().message());
         return true;
@@ -294,7 +308,17 @@ bool SlrSession::connectOnce() {
       next_update += p_.update_interval;
       if (next_update < Clock::now()) next_update = Clock::now() + p_.update_interval;
     }
-    auto in = readFrame(c, reader, next_update, stop_, peer);
+    if (p_.drain) {
+      std::vector<std::byte> out;
+      p_.drain(out);
+      if (!out.empty()) {
+        if (auto s = c.writeAll(out, p_.update_interval + milliseconds(1000)); !s) {
+          fail(SessionState::kError, "send: " + s.error().message());
+          return true;
+        }
+      }
+    }
+    auto in = readFrame(c, reader, next_update, stop_, peer, p_.wake_fd);
     if (!in) {
       if (stop_.load()) continue;
       fail(SessionState::kError, in.error().message());

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -39,11 +40,21 @@ struct SessionSnapshot {
 
 struct SessionParams {
   config::SlrPeerConfig peer;
-  std::string host_name;
+  std::string host_name;       // our name (HELLO): a host's, or a lower SLR's
+  proto::Role role = proto::Role::kHost;
   IpAddress tunnel_address;
   std::chrono::milliseconds update_interval{1000};
   uint32_t capabilities = 0;
   std::vector<Prefix> subnets;
+  std::vector<double> subnet_load_scale;  // parallel to subnets; empty = all 1
+  // Builds each UPDATE instead of subnets x load (a lower SLR: its aggregated
+  // tables).  Called on the session thread.
+  std::function<proto::Update(uint32_t seq)> make_update;
+  // Messages queued by other threads (a lower SLR's shortcuts): when wake_fd
+  // (an eventfd) becomes readable the session calls drain(), which appends
+  // whole frames to send at once.
+  int wake_fd = -1;
+  std::function<void(std::vector<std::byte>&)> drain;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds handshake_timeout{5000};
 };
@@ -53,8 +64,10 @@ bool isRefusal(uint16_t code);
 // "refused by slr1: <text>" for refusals, "error from slr1: <text>" otherwise
 // (the code's meaning when the text is empty).
 std::string refusalText(const std::string& slr_name, const proto::ErrorMsg& e);
-// The UPDATE a host sends: one entry per subnet, same load, available.
-proto::Update makeUpdate(uint32_t seq, const std::vector<Prefix>& subnets, double load);
+// The UPDATE a host sends: one entry per subnet, available, with the load
+// times that subnet's scale (scales parallel to subnets; missing = 1).
+proto::Update makeUpdate(uint32_t seq, const std::vector<Prefix>& subnets, double load,
+                         const std::vector<double>& scales = {});
 
 class SlrSession {
  public:

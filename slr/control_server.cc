@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <vector>
@@ -36,6 +37,7 @@ struct ControlServer::Conn {
   Phase phase = Phase::kHandshake;
   int host = -1;
   std::string host_name;  // once the HELLO was accepted
+  bool role_slr = false;  // registered as a lower-level SLR
   uint64_t session = 0;
   std::string peer;
   Clock::time_point deadline;
@@ -60,6 +62,8 @@ Status ControlServer::listen() {
     return sysError("bind control channel to " + ep.str());
   if (::listen(fd.get(), 128) < 0) return sysError("listen on " + ep.str());
   listen_fd_ = std::move(fd);
+  wake_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_) return sysError("eventfd for the control loop");
   return Ok{};
 }
 
@@ -67,6 +71,7 @@ void ControlServer::poll(int timeout_ms) {
   std::vector<pollfd> pfds;
   pfds.reserve(conns_.size() + 1);
   pfds.push_back({listen_fd_.get(), POLLIN, 0});
+  pfds.push_back({wake_.get(), POLLIN, 0});
   for (auto& c : conns_) {
     short ev = POLLIN;
     if (c->want_write || c->out_off < c->out.size()) ev |= POLLOUT;
@@ -75,7 +80,11 @@ void ControlServer::poll(int timeout_ms) {
   int r = ::poll(pfds.data(), pfds.size(), timeout_ms);
   if (r < 0 && errno != EINTR) LOG_WARN("control", std::string("poll: ") + strerror(errno));
   if (r > 0) {
-    size_t i = 1;
+    if (pfds[1].revents & POLLIN) {
+      uint64_t v;
+      (void)!::read(wake_.get(), &v, sizeof v);
+    }
+    size_t i = 2;
     for (auto& c : conns_) {
       short rev = pfds[i++].revents;
       if (rev == 0 || c->phase == Conn::Phase::kDead) continue;
@@ -100,6 +109,15 @@ void ControlServer::poll(int timeout_ms) {
     if (c->phase == Conn::Phase::kClosing && c->out_off >= c->out.size()) {
       c->tls.shutdown();
       c->phase = Conn::Phase::kDead;
+    }
+  }
+  for (auto& c : conns_) {
+    // A registered peer that went away (stopped agent or SLR, crash, reset):
+    // withdraw it now, not a hold time later.  A replaced session is left alone.
+    if (c->phase == Conn::Phase::kDead && c->host >= 0 && c->session != 0 &&
+        registry_.disconnect(uint16_t(c->host), c->session, now)) {
+      LOG_WARN("control", (c->role_slr ? "slr " : "host ") + c->host_name +
+                              " withdrawn: its control connection closed");
     }
   }
   conns_.remove_if([](const auto& c) { return c->phase == Conn::Phase::kDead; });
@@ -209,7 +227,7 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
     }
     std::string cn = c.tls.peerCommonName();
     int id = registry_.find(cn);
-    if (id < 0 || hello->role != proto::Role::kHost) {
+    if (id < 0) {
       refuse(c, proto::kNotAuthorised, "certificate CN '" + cn + "' is not a configured [[host]]",
              counters_.not_authorised);
       return;
@@ -223,11 +241,13 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
     }
     c.host = id;
     c.host_name = cn;
-    c.session = registry_.hello(uint16_t(id), hello->tunnel_address, now);
+    c.session = registry_.hello(uint16_t(id), *hello, now);
+    c.role_slr = hello->role == proto::Role::kSlr;
     c.phase = Conn::Phase::kRegistered;
     ++counters_.registered;
-    LOG_INFO("control", "host " + cn + " registered from " + c.peer + ", tunnel address " +
-                            hello->tunnel_address.str());
+    LOG_INFO("control", std::string(c.role_slr ? "slr " : "host ") + cn + " registered from " +
+                            c.peer + ", tunnel address " + hello->tunnel_address.str() +
+                            ((hello->capabilities & proto::kCapShortcut) ? ", sends shortcuts" : ""));
     proto::HelloAck ack{cfg_.slr.name, cfg_.slr.tunnel_source,
                         uint32_t(cfg_.policy.hold_time.count())};
     send(c, proto::encode(ack));
@@ -252,6 +272,15 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
     }
     return;
   }
+  if (auto* sc = std::get_if<proto::Shortcut>(&msg.value())) {
+    if (c.phase != Conn::Phase::kRegistered || !c.role_slr) {
+      refuse(c, proto::kProtocolError, "SHORTCUT from a peer that is not a registered lower SLR",
+             counters_.protocol_error);
+      return;
+    }
+    onShortcut(c, *sc);
+    return;
+  }
   if (auto* e = std::get_if<proto::ErrorMsg>(&msg.value())) {
     LOG_WARN("control", c.peer + " reported error " + std::to_string(e->code) + ": " + e->text);
     c.phase = Conn::Phase::kDead;
@@ -260,6 +289,32 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
   refuse(c, proto::kProtocolError,
          std::string("unexpected ") + std::string(proto::typeName(f.type)) + " from a host",
          counters_.protocol_error);
+}
+
+// The seed's tunnel object (Fig. 5).  A lower SLR may only redirect flows
+// to the subnets it is authorised for; a refused entry is counted and
+// logged (at most once per frame), the session stays up.
+void ControlServer::onShortcut(Conn& c, const proto::Shortcut& s) {
+  size_t refused = 0;
+  std::string first;
+  for (const auto& e : s.entries) {
+    Prefix dst{e.key.dstAddr(), uint8_t(e.key.family == Family::kV4 ? 32 : 128)};
+    if (!registry_.authorised(uint16_t(c.host), dst) || e.endpoint.family != Family::kV4 ||
+        e.key.family != Family::kV4) {
+      ++counters_.shortcut_refused;
+      if (refused++ == 0) first = e.key.str() + " -> " + e.endpoint.str();
+      continue;
+    }
+    if (!sink_) {
+      ++counters_.shortcuts_ignored;
+      continue;
+    }
+    ++counters_.shortcuts;
+    sink_(e, uint16_t(c.host));
+  }
+  if (refused > 0)
+    LOG_WARN("control", "slr " + c.host_name + ": refused " + std::to_string(refused) +
+                            " shortcut(s) outside its authorised subnets (or not IPv4), first: " + first);
 }
 
 void ControlServer::refuse(Conn& c, uint16_t code, const std::string& why,

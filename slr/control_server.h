@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -28,7 +29,8 @@ namespace slr::router {
   X(name_mismatch)              \
   X(protocol_error)             \
   X(tls_error)                  \
-  X(timeout)
+  X(timeout)                    \
+  X(shortcut_refused)
 
 struct ControlCounters {
 #define SLR_X(name) std::atomic<uint64_t> name{0};
@@ -37,7 +39,12 @@ struct ControlCounters {
   std::atomic<uint64_t> accepted{0};     // TCP connections accepted
   std::atomic<uint64_t> registered{0};   // HELLOs accepted
   std::atomic<uint64_t> updates{0};      // UPDATEs applied
+  std::atomic<uint64_t> shortcuts{0};    // SHORTCUT entries accepted from lower SLRs
+  std::atomic<uint64_t> shortcuts_ignored{0};  // accepted, but [slr].shortcut is off here
 };
+
+// A lower SLR's shortcut, accepted (authorised subnet, role slr).
+using ShortcutSink = std::function<void(const proto::ShortcutEntry& e, uint16_t child)>;
 
 class ControlServer {
  public:
@@ -45,6 +52,11 @@ class ControlServer {
   ~ControlServer();
 
   Status listen();
+  // Where accepted shortcuts go (the workers).  Without a sink they are
+  // counted as ignored.
+  void setShortcutSink(ShortcutSink sink) { sink_ = std::move(sink); }
+  // Wake the poll loop from another thread (e.g. the workers).
+  int wakeFd() const { return wake_.get(); }
   // One poll round: waits at most timeout_ms for socket activity.
   void poll(int timeout_ms);
   const ControlCounters& counters() const { return counters_; }
@@ -59,6 +71,7 @@ class ControlServer {
   void send(Conn& c, std::vector<std::byte> bytes);
   void refuse(Conn& c, uint16_t code, const std::string& why, std::atomic<uint64_t>& counter);
   void flushOut(Conn& c);
+  void onShortcut(Conn& c, const proto::Shortcut& s);
 
   const config::SlrConfig& cfg_;
   tls::Context ctx_;
@@ -66,6 +79,8 @@ class ControlServer {
   UniqueFd listen_fd_;
   std::list<std::unique_ptr<Conn>> conns_;
   ControlCounters counters_;
+  ShortcutSink sink_;
+  UniqueFd wake_;
 };
 
 }  // namespace slr::router

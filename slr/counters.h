@@ -17,7 +17,9 @@ namespace slr::router {
   X(table_full)   /* flow table full and on_full = "drop" */                       \
   X(too_big)      /* inner + tunnel header exceeds the tunnel MTU (DF: ICMP sent) */ \
   X(tx_error)     /* sendmmsg failed for the packet */                            \
-  X(rx_truncated) /* TUN read filled the whole buffer */
+  X(rx_truncated) /* TUN read filled the whole buffer */                          \
+  X(tunnel_malformed) /* tunnel packet from above: bad outer header / fragment */ \
+  X(tunnel_not_from_upstream) /* tunnel packet not from an [[upstream]] SLR */
 
 enum class Drop : uint8_t {
 #define SLR_X(name) k_##name,
@@ -53,6 +55,20 @@ struct alignas(64) WorkerCounters {
   Counter fast_path_failed{0};      // could not be installed (map full...): stay in userspace
   Counter flows_expired{0};
   Counter table_full{0};
+  Counter tunnel_rx{0};             // packets received tunnelled from an upstream SLR
+  // Shortcut signalling (this SLR's part of it).
+  Counter shortcut_sent{0};         // signals queued upwards: originated here (host chosen)
+  Counter shortcut_relayed{0};      // signals from below passed upwards
+  Counter shortcut_out_dropped{0};  // signal lost: upstream queue full
+  Counter shortcut_applied{0};      // flows pointed straight at their host
+  Counter shortcut_unknown{0};      // signal for a flow this worker does not have
+  Counter shortcut_packets{0};      // packets sent straight to a host by a shortcut
+  Counter shortcut_delay_ms_sum{0}; // first packet -> shortcut applied, summed over applied
+  Counter shortcut_delay_ms_max{0};
+  Counter held_packets{0};          // later packets held waiting for a shortcut
+  Counter released_packets{0};      // held packets sent on when the shortcut came
+  Counter hold_timeouts{0};         // held packets sent the normal way: no shortcut in time
+  Counter hold_overflow{0};         // not held (queue full / too big): sent the normal way
   Counter parse_drops[static_cast<int>(ParseError::kCount)]{};
   Counter drops[static_cast<int>(Drop::kCount)]{};
 };

@@ -20,13 +20,36 @@ namespace slr::router {
 struct RouteEntry {
   Prefix prefix;
   uint32_t net = 0, mask = 0;  // IPv4 host order, for the per-packet match
-  Selection selection;         // the policy's choice (least cost, WRR, Maglev)
+  Selection selection;         // the policy's choice (least cost, WRR, Maglev) for clients in no region
+  std::vector<Selection> by_region;  // [r] = the choice for clients of [[region]] r
   Selection stateless;         // Maglev over the same hosts: used when the flow table is full
+  // New flows of one client address share a next hop (hash on the client
+  // address, not the 5-tuple): the route has SLR candidates and
+  // [policy].spread_connections is off.
+  bool client_affinity = false;
+  // G over the candidates: what this SLR advertises upwards for the prefix.
+  double aggregate_load = 0;
+  bool available = false;      // some candidate can take new flows
+
+  // region: 0 = none, r + 1 = [[region]] r (ForwardingSnapshot::regionOf).
+  const Selection& selectionFor(size_t region) const {
+    return region == 0 || region > by_region.size() ? selection : by_region[region - 1];
+  }
 };
 
 struct NextHop {
   uint32_t tunnel_v4 = 0;  // host order; 0 = not reachable now
   bool up = false;
+  bool is_slr = false;     // a lower-level SLR (registered with role slr)
+  // A lower SLR that signals shortcuts, and this SLR takes them: hold the
+  // later packets of a new flow sent there until its shortcut arrives.
+  bool awaits_shortcut = false;
+};
+
+// Client proximity: source prefix -> region (index + 1; 0 = none).
+struct RegionMatch {
+  uint32_t net = 0, mask = 0;
+  uint16_t region = 0;
 };
 
 struct ForwardingSnapshot {
@@ -35,6 +58,15 @@ struct ForwardingSnapshot {
   std::vector<RouteEntry> routes;
   // Indexed by host id (config order).
   std::vector<NextHop> next_hops;
+  // Longest prefix first.  Looked up for new flows only.
+  std::vector<RegionMatch> regions;
+
+  uint16_t regionOf(uint32_t src) const {
+    for (const auto& r : regions) {
+      if ((src & r.mask) == r.net) return r.region;
+    }
+    return 0;
+  }
 
   const RouteEntry* route(uint32_t dst) const {
     for (const auto& r : routes) {

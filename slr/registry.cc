@@ -22,6 +22,7 @@ HostRegistry::HostRegistry(const std::vector<config::HostAuthConfig>& hosts) {
     r.name_hash = stableNameHash(r.name);
     r.weight = hosts[i].weight;
     r.route_cost = hosts[i].route_cost;
+    r.standby = hosts[i].standby;
     r.authorised = hosts[i].subnets;
     hosts_.push_back(std::move(r));
   }
@@ -34,10 +35,12 @@ int HostRegistry::find(const std::string& name) const {
   return -1;
 }
 
-uint64_t HostRegistry::hello(uint16_t id, const IpAddress& tunnel_address, Clock::time_point now) {
+uint64_t HostRegistry::hello(uint16_t id, const proto::Hello& hello, Clock::time_point now) {
   std::lock_guard lk(mu_);
   auto& h = hosts_.at(id);
-  h.tunnel_address = tunnel_address;
+  h.tunnel_address = hello.tunnel_address;
+  h.role = hello.role;
+  h.capabilities = hello.capabilities;
   h.last_error.clear();
   h.last_update = now;
   return ++h.session;
@@ -75,6 +78,25 @@ HostRegistry::UpdateResult HostRegistry::update(uint16_t id, uint64_t session,
   h.last_update = now;
   ++h.updates;
   return {};
+}
+
+bool HostRegistry::disconnect(uint16_t id, uint64_t session, Clock::time_point now) {
+  std::lock_guard lk(mu_);
+  auto& h = hosts_.at(id);
+  if (session != h.session || h.state != HostState::kUp) return false;
+  h.state = HostState::kWithdrawn;
+  h.state_since = now;
+  h.last_error = "control connection closed";
+  h.subnets.clear();
+  return true;
+}
+
+bool HostRegistry::authorised(uint16_t id, const Prefix& prefix) const {
+  // authorised is immutable after construction: no lock needed.
+  for (const auto& a : hosts_.at(id).authorised) {
+    if (a.contains(prefix)) return true;
+  }
+  return false;
 }
 
 void HostRegistry::refuse(uint16_t id, const std::string& why, Clock::time_point now) {

@@ -37,7 +37,12 @@ struct HostRecord {
   uint64_t name_hash = 0;
   uint32_t weight = 1;
   double route_cost = 0;
+  bool standby = false;
   std::vector<Prefix> authorised;
+
+  // From the HELLO: a host, or a lower-level SLR registering like one.
+  proto::Role role = proto::Role::kHost;
+  uint32_t capabilities = 0;
 
   HostState state = HostState::kConfigured;
   IpAddress tunnel_address;
@@ -56,9 +61,18 @@ class HostRegistry {
   // -1 when no [[host]] has this name.
   int find(const std::string& name) const;
 
-  // Accepted HELLO: records the tunnel address; returns the new session id.
-  // The host is not "up" until its first valid UPDATE.
-  uint64_t hello(uint16_t id, const IpAddress& tunnel_address, Clock::time_point now);
+  // Accepted HELLO: records the tunnel address, role and capabilities;
+  // returns the new session id.  The host is not "up" until its first valid
+  // UPDATE.
+  uint64_t hello(uint16_t id, const proto::Hello& hello, Clock::time_point now);
+
+  // A control connection that carried a live session closed: withdraw at
+  // once rather than after the hold time (a stopped SLR or agent says so by
+  // closing).  No-op when `session` was already replaced.
+  bool disconnect(uint16_t id, uint64_t session, Clock::time_point now);
+
+  // Whether `prefix` lies inside one of the host's authorised subnets.
+  bool authorised(uint16_t id, const Prefix& prefix) const;
 
   struct UpdateResult {
     enum class Kind : uint8_t {

@@ -2,9 +2,14 @@
 
 #include <linux/rtnetlink.h>
 
+#include <sys/eventfd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <ctime>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -12,12 +17,14 @@
 #include <vector>
 
 #include "core/log.h"
+#include "core/lua_policy.h"
 #include "core/netlink.h"
 #include "core/policy.h"
 #include "core/status_server.h"
 #include "core/sysctl.h"
 #include "core/tls.h"
 #include "core/tun.h"
+#include "hostagent/slr_session.h"
 #include "slr/control_server.h"
 #include "slr/fast_path.h"
 #include "slr/forwarding.h"
@@ -47,7 +54,13 @@ class SlrDaemon {
 
  private:
   std::string handle(std::string_view req);
+  Status setupPolicy();
+  Status startUpstreams();
+  proto::Update upstreamUpdate(uint32_t seq);
+  void drainShortcuts(size_t upstream, std::vector<std::byte>& out);
+  std::vector<double> kernelRouteCosts(const std::vector<HostRecord>& hosts);
   json statusJson();
+  json explainJson(std::string_view args);
   json hostsJson();
   json flowsJson(size_t limit);
 
@@ -69,17 +82,103 @@ class SlrDaemon {
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::mutex snap_mu_;
   std::shared_ptr<const ForwardingSnapshot> last_snap_ = std::make_shared<ForwardingSnapshot>();
+  uint64_t hash_seed_ = 0;
+
+  // Operator F/G.
+  std::unique_ptr<LuaPolicy> lua_;
+  std::string lua_state_ = "off";  // "off" | "on: F, G (file)" | "error: ..." (built-ins in use)
+  LuaPolicy::Health lua_health_;     // copied after each build, under snap_mu_
+
+  // Upper levels.
+  std::vector<UniqueFd> upstream_wake_;
+  std::vector<std::unique_ptr<host::SlrSession>> upstreams_;
+  std::vector<tls::Context> upstream_tls_;
+  std::atomic<bool> upstreams_stop_{false};
+  std::atomic<double> unused_load_{0};
+  std::atomic<uint64_t> shortcut_post_failed_{0};
 };
 
+// The operator's F and G (Lua), else the built-ins.  A Lua policy that does
+// not load is logged as an error and the built-ins keep traffic flowing;
+// check-config catches it before a deploy.
+Status SlrDaemon::setupPolicy() {
+  std::string source, chunk;
+  if (!cfg_.policy.lua.empty()) {
+    source = cfg_.policy.lua;
+    chunk = cfg_.source_path + ": policy.lua";
+  } else if (!cfg_.policy.lua_file.empty()) {
+    std::ifstream in(cfg_.policy.lua_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in) {
+      lua_state_ = "error: cannot read " + cfg_.policy.lua_file;
+    } else {
+      source = ss.str();
+    }
+    chunk = cfg_.policy.lua_file;
+  }
+  if (!source.empty()) {
+    auto l = LuaPolicy::load(source, chunk);
+    if (!l) {
+      lua_state_ = "error: " + l.error().message();
+    } else {
+      lua_ = std::move(l.value());
+      lua_state_ = std::string("on: ") + (lua_->hasCost() ? "F" : "") +
+                   (lua_->hasCost() && lua_->hasAggregate() ? ", " : "") +
+                   (lua_->hasAggregate() ? "G" : "");
+      if (lua_->hasCost() && cfg_.policy.algorithm != config::kAlgorithmLeastCost)
+        LOG_WARN("policy", "Lua F is used by the least-cost algorithm only; policy is " +
+                               cfg_.policy.algorithm);
+    }
+  }
+  if (lua_state_.rfind("error: ", 0) == 0)
+    LOG_ERROR("policy", "operator policy not loaded, using the built-in F and G: " + lua_state_.substr(7));
+  else if (lua_)
+    LOG_INFO("policy", "operator policy " + lua_state_ + " from " + chunk);
+
+  std::unique_ptr<Policy> policy;
+  if (lua_ && lua_->hasCost() && cfg_.policy.algorithm == config::kAlgorithmLeastCost) {
+    policy = makeLeastCost(cfg_.policy.tie_tolerance, lua_->costFn());
+  } else {
+    auto p = makePolicy(cfg_.policy.algorithm, cfg_.policy.tie_tolerance);
+    if (!p) return p.error();
+    policy = std::move(p.value());
+  }
+  BuildOptions o;
+  o.vips = cfg_.vips;
+  o.regions = cfg_.regions;
+  for (const auto& h : cfg_.hosts) o.host_names.push_back(h.name);
+  o.spread_connections = cfg_.policy.spread_connections;
+  o.shortcut = cfg_.slr.shortcut;
+  builder_ = std::make_unique<TableBuilder>(std::move(policy), cfg_.hosts.size(), std::move(o),
+                                            lua_ && lua_->hasAggregate() ? lua_->aggregateFn()
+                                                                         : AggregateFn{});
+  return Ok{};
+}
+
 Status SlrDaemon::setup() {
-  auto policy = makePolicy(cfg_.policy.algorithm, cfg_.policy.tie_tolerance);
-  if (!policy) return policy.error();
-  builder_ = std::make_unique<TableBuilder>(std::move(policy.value()), cfg_.hosts.size());
+  if (auto st = setupPolicy(); !st) return st;
 
   auto ctx = tls::Context::server(cfg_.tls.ca, cfg_.tls.cert, cfg_.tls.key);
   if (!ctx) return ctx.error();
   control_ = std::make_unique<ControlServer>(cfg_, std::move(ctx.value()), registry_);
   if (auto st = control_->listen(); !st) return st;
+  if (cfg_.slr.shortcut) {
+    // A lower SLR's tunnel object: every worker gets it (the flow's owner
+    // applies it; the others count it as unknown).  Control thread only, so
+    // each worker's queue keeps a single producer.
+    control_->setShortcutSink([this](const proto::ShortcutEntry& e, uint16_t) {
+      ShortcutCmd c{e.key, e.endpoint.v4HostOrder()};
+      for (auto& w : workers_) {
+        if (!w->postShortcut(c)) ++shortcut_post_failed_;
+      }
+    });
+  }
+  for (size_t u = 0; u < cfg_.upstreams.size(); ++u) {
+    UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!fd) return sysError("eventfd for upstream session");
+    upstream_wake_.push_back(std::move(fd));
+  }
 
   const size_t nworkers = cfg_.slr.workers;
   std::vector<UniqueFd> queues;
@@ -122,6 +221,10 @@ Status SlrDaemon::setup() {
 
   std::random_device rd;
   const uint64_t seed = (uint64_t(rd()) << 32) ^ rd();
+  hash_seed_ = seed;
+  std::vector<uint32_t> upstream_sources;
+  for (const auto& u : cfg_.upstreams)
+    upstream_sources.push_back((u.tunnel_source.empty() ? u.address.addr : u.tunnel_source).v4HostOrder());
   for (size_t i = 0; i < nworkers; ++i) {
     WorkerOptions o;
     o.id = uint16_t(i);
@@ -135,6 +238,11 @@ Status SlrDaemon::setup() {
     o.vips = vips;
     o.host_count = cfg_.hosts.size();
     o.fast_path = fast_path_.get();
+    o.upstream_sources = upstream_sources;
+    o.tunnel_rx = i == 0 && !upstream_sources.empty();
+    o.shortcut = cfg_.slr.shortcut;
+    o.shortcut_wait_ms = uint32_t(cfg_.slr.shortcut_wait.count());
+    for (const auto& fd : upstream_wake_) o.upstream_wake.push_back(fd.get());
     auto w = std::make_unique<Worker>(std::move(o), snapshots_);
     if (auto st = w->init(); !st) return st;
     workers_.push_back(std::move(w));
@@ -144,6 +252,8 @@ Status SlrDaemon::setup() {
     threads_.emplace_back([this, wp] { wp->run(workers_stop_); });
   }
 
+  if (auto st = startUpstreams(); !st) return st;
+
   status_ = std::make_unique<StatusServer>(cfg_.slr.status_socket,
                                            [this](std::string_view r) { return handle(r); });
   if (auto st = status_->start(); !st) return st;
@@ -151,6 +261,84 @@ Status SlrDaemon::setup() {
                       ", " + std::to_string(nworkers) + " worker(s), flow capacity " +
                       std::to_string(cfg_.flows.capacity) + ", policy " + cfg_.policy.algorithm);
   return Ok{};
+}
+
+// Register with every SLR one level up, as a host would: HELLO role slr,
+// then UPDATEs of our aggregated tables, plus the shortcuts the workers queue.
+Status SlrDaemon::startUpstreams() {
+  for (size_t u = 0; u < cfg_.upstreams.size(); ++u) {
+    const auto& up = cfg_.upstreams[u];
+    auto ctx = tls::Context::client(up.ca.empty() ? cfg_.tls.ca : up.ca, cfg_.tls.cert, cfg_.tls.key);
+    if (!ctx) return ctx.error();
+    upstream_tls_.push_back(std::move(ctx.value()));
+  }
+  for (size_t u = 0; u < cfg_.upstreams.size(); ++u) {
+    const auto& up = cfg_.upstreams[u];
+    host::SessionParams p;
+    p.peer.address = up.address;
+    p.peer.name = up.name;
+    p.peer.tunnel_source = up.tunnel_source.empty() ? up.address.addr : up.tunnel_source;
+    p.host_name = cfg_.slr.name;
+    p.role = proto::Role::kSlr;
+    p.tunnel_address = cfg_.slr.tunnel_source;
+    p.update_interval = up.update_interval;
+    p.capabilities = proto::kCapUserspaceTunnel | (cfg_.slr.shortcut ? proto::kCapShortcut : 0);
+    p.make_update = [this](uint32_t seq) { return upstreamUpdate(seq); };
+    p.wake_fd = upstream_wake_[u].get();
+    p.drain = [this, u](std::vector<std::byte>& out) { drainShortcuts(u, out); };
+    upstreams_.push_back(std::make_unique<host::SlrSession>(std::move(p), upstream_tls_[u],
+                                                            unused_load_, upstreams_stop_));
+    LOG_INFO("slr", "upstream SLR " + up.name + " at " + up.address.str() +
+                        (cfg_.slr.shortcut ? ", shortcut signalling on" : ""));
+  }
+  for (auto& s : upstreams_) s->start();
+  return Ok{};
+}
+
+// M_k = G(...) for every subnet our children serve (seed steps 9310/9320).
+proto::Update SlrDaemon::upstreamUpdate(uint32_t seq) {
+  auto snap = snapshots_.get();
+  proto::Update u;
+  u.seq = seq;
+  for (const auto& r : snap->routes) {
+    if (u.entries.size() >= proto::kMaxEntries) break;
+    double load = std::clamp(r.aggregate_load, 0.0, proto::kMaxLoad);
+    u.entries.push_back({r.prefix, r.available ? load : 0.0, r.available});
+  }
+  return u;
+}
+
+// Session thread of upstream u: everything the workers queued for it, in
+// SHORTCUT frames of at most kMaxEntries.
+void SlrDaemon::drainShortcuts(size_t upstream, std::vector<std::byte>& out) {
+  proto::Shortcut msg;
+  auto emit = [&] {
+    if (msg.entries.empty()) return;
+    auto f = proto::encode(msg);
+    out.insert(out.end(), f.begin(), f.end());
+    msg.entries.clear();
+  };
+  for (auto& w : workers_) {
+    ShortcutOut o;
+    while (w->shortcutsOut(upstream).pop(o)) {
+      IpAddress ep = IpAddress::v4(o.endpoint);
+      msg.entries.push_back({o.key, ep});
+      if (msg.entries.size() == proto::kMaxEntries) emit();
+    }
+  }
+  emit();
+}
+
+// r_j from the kernel: the metric of the route to each next hop's tunnel
+// address (`ip route get fibmatch`), times route_metric_scale.
+std::vector<double> SlrDaemon::kernelRouteCosts(const std::vector<HostRecord>& hosts) {
+  std::vector<double> extra(cfg_.hosts.size(), 0.0);
+  for (const auto& h : hosts) {
+    if (h.state != HostState::kUp || h.id >= extra.size() || h.tunnel_address.empty()) continue;
+    auto r = nl::routeGetFibMatch(h.tunnel_address);
+    if (r) extra[h.id] = double(r->metric) * cfg_.policy.route_metric_scale;
+  }
+  return extra;
 }
 
 // The kernel fast path is an accelerator, never a requirement: when it
@@ -197,10 +385,17 @@ void SlrDaemon::loop(std::atomic<bool>& stop) {
       LOG_WARN("slr", "host " + name + " withdrawn: no update within the hold time (" +
                           std::to_string(cfg_.policy.hold_time.count()) + " ms)");
     }
-    auto snap = builder_->build(registry_.snapshot());
+    auto hosts = registry_.snapshot();
+    std::vector<double> extra;
+    if (cfg_.policy.route_cost_source == config::RouteCostSource::kKernel) extra = kernelRouteCosts(hosts);
+    std::time_t t = std::time(nullptr);
+    std::tm local{};
+    localtime_r(&t, &local);
+    auto snap = builder_->build(hosts, extra, &local);
     {
       std::lock_guard lk(snap_mu_);
       last_snap_ = snap;
+      if (lua_) lua_health_ = lua_->health();
     }
     snapshots_.publish(std::move(snap));
   }
@@ -208,6 +403,9 @@ void SlrDaemon::loop(std::atomic<bool>& stop) {
 
 void SlrDaemon::teardown() {
   if (status_) status_->stop();
+  upstreams_stop_ = true;
+  for (auto& s : upstreams_) s->join();
+  upstreams_.clear();
   workers_stop_ = true;
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
@@ -234,6 +432,7 @@ std::string SlrDaemon::handle(std::string_view req) {
   try {
     if (req == "status") return statusJson().dump();
     if (req == "hosts") return hostsJson().dump();
+    if (req.substr(0, 8) == "explain ") return explainJson(req.substr(8)).dump();
     if (req.substr(0, 5) == "flows") {
       size_t limit = 1000;
       if (req.size() > 6) limit = std::stoul(std::string(req.substr(6)));
@@ -332,6 +531,66 @@ json SlrDaemon::statusJson() {
 #define SLR_X(name) refused[#name] = cc.name.load();
   SLR_CONTROL_REFUSALS(SLR_X)
 #undef SLR_X
+  uint64_t sc_relayed = 0, sc_delay_sum = 0, sc_delay_max = 0;
+  uint64_t sc_sent = 0, sc_out_dropped = 0, sc_applied = 0, sc_unknown = 0, sc_packets = 0, held = 0,
+           released = 0, hold_timeouts = 0, hold_overflow = 0, tunnel_rx = 0;
+  for (const auto& w : workers_) {
+    const auto& c = w->counters();
+    sc_sent += read(c.shortcut_sent);
+    sc_relayed += read(c.shortcut_relayed);
+    sc_delay_sum += read(c.shortcut_delay_ms_sum);
+    sc_delay_max = std::max(sc_delay_max, read(c.shortcut_delay_ms_max));
+    sc_out_dropped += read(c.shortcut_out_dropped);
+    sc_applied += read(c.shortcut_applied);
+    sc_unknown += read(c.shortcut_unknown);
+    sc_packets += read(c.shortcut_packets);
+    held += read(c.held_packets);
+    released += read(c.released_packets);
+    hold_timeouts += read(c.hold_timeouts);
+    hold_overflow += read(c.hold_overflow);
+    tunnel_rx += read(c.tunnel_rx);
+  }
+  // A shortcut is applied by the worker that owns the flow; the others count
+  // it unknown, so unknown is per worker, not per signal.
+  j["shortcut"] = {{"enabled", cfg_.slr.shortcut},
+                   {"wait_ms", cfg_.slr.shortcut_wait.count()},
+                   {"sent", sc_sent},
+                   {"relayed", sc_relayed},
+                   {"send_dropped", sc_out_dropped},
+                   {"received", cc.shortcuts.load()},
+                   {"ignored", cc.shortcuts_ignored.load()},
+                   {"refused", cc.shortcut_refused.load()},
+                   {"queue_full", shortcut_post_failed_.load()},
+                   {"applied", sc_applied},
+                   {"delay_ms_avg", sc_applied ? double(sc_delay_sum) / double(sc_applied) : 0.0},
+                   {"delay_ms_max", sc_delay_max},
+                   {"unknown", sc_unknown},
+                   {"packets", sc_packets},
+                   {"held_packets", held},
+                   {"released_packets", released},
+                   {"hold_timeouts", hold_timeouts},
+                   {"hold_overflow", hold_overflow}};
+  json ups = json::array();
+  for (const auto& u : upstreams_) {
+    auto sn = u->snapshot();
+    ups.push_back({{"name", sn.name},
+                   {"address", sn.address},
+                   {"state", host::sessionStateName(sn.state)},
+                   {"updates_sent", sn.updates_sent},
+                   {"hold_time_ms", sn.hold_time_ms},
+                   {"last_error", sn.last_error}});
+  }
+  size_t slr_children = 0;
+  for (const auto& h : registry_.snapshot())
+    slr_children += h.state == HostState::kUp && h.role == proto::Role::kSlr;
+  j["level"] = {{"upstreams", ups}, {"children_slr", slr_children}, {"tunnel_rx", tunnel_rx}};
+  {
+    std::lock_guard lk(snap_mu_);
+    j["policy_functions"] = {{"lua", lua_state_},
+                             {"calls", lua_health_.calls},
+                             {"errors", lua_health_.errors},
+                             {"last_error", lua_health_.last_error}};
+  }
   j["control"] = {{"listen", cfg_.slr.control_listen.str()},
                   {"connections", control_->connections()},
                   {"accepted", cc.accepted.load()},
@@ -387,6 +646,8 @@ json SlrDaemon::hostsJson() {
     }
     json jh = {{"id", h.id},
                {"name", h.name},
+               {"role", h.role == proto::Role::kSlr ? "slr" : "host"},
+               {"standby", h.standby},
                {"tunnel_address", h.tunnel_address.empty() ? std::string("-") : h.tunnel_address.str()},
                {"state", hostStateName(h.state)},
                {"weight", h.weight},
@@ -422,7 +683,10 @@ json SlrDaemon::flowsJson(size_t limit) {
       arr.push_back({{"proto", protoName(f.key.proto)},
                      {"src", ep(f.key.srcAddr(), f.key.sport)},
                      {"dst", ep(f.key.dstAddr(), f.key.dport)},
-                     {"host", f.next_hop < hosts.size() ? hosts[f.next_hop].name : std::string("?")},
+                     {"host", f.shortcut ? std::string("shortcut")
+                              : f.next_hop < hosts.size() ? hosts[f.next_hop].name : std::string("?")},
+                     {"endpoint", IpAddress::v4(f.endpoint).str()},
+                     {"shortcut", f.shortcut},
                      {"label", f.label},
                      {"state", flowStateName(f.state)},
                      {"idle_ms", f.idle_ms},
@@ -431,6 +695,143 @@ json SlrDaemon::flowsJson(size_t limit) {
     }
   }
   return json{{"total", total}, {"flows", arr}};
+}
+
+// `slrctl explain`: what this SLR would do with a packet of the given flow
+// right now, and the costs it compared.  Reads the published snapshot and
+// asks the workers whether the flow exists; sends nothing.
+json SlrDaemon::explainJson(std::string_view args) {
+  std::istringstream in{std::string(args)};
+  std::string proto_s, src_s, dst_s;
+  in >> proto_s >> src_s >> dst_s;
+  auto endpoint = [](const std::string& t, IpAddress& a, uint16_t& port) {
+    auto colon = t.rfind(':');
+    std::string host = colon == std::string::npos ? t : t.substr(0, colon);
+    port = 0;
+    if (colon != std::string::npos) {
+      unsigned long p = std::stoul(t.substr(colon + 1));
+      if (p > 65535) return false;
+      port = uint16_t(p);
+    }
+    auto ip = IpAddress::parse(host);
+    if (!ip || !ip->isV4()) return false;
+    a = *ip;
+    return true;
+  };
+  FlowKey key{};
+  IpAddress src, dst;
+  if (proto_s == "tcp") key.proto = kProtoTcp;
+  else if (proto_s == "udp") key.proto = kProtoUdp;
+  else if (proto_s == "icmp") key.proto = kProtoIcmp;
+  else key.proto = uint8_t(std::stoul(proto_s));
+  if (!endpoint(src_s, src, key.sport) || !endpoint(dst_s, dst, key.dport))
+    return json{{"error", "bad request: expected PROTO SRC[:PORT] DST[:PORT] (IPv4)"}};
+  key.family = Family::kV4;
+  key.src = src.bytes;
+  key.dst = dst.bytes;
+  // ICMP echo flows are keyed on the identifier in both ports (parsePacket).
+  if (key.proto == kProtoIcmp) key.dport = key.sport;
+  else if (key.proto != kProtoTcp && key.proto != kProtoUdp) key.sport = key.dport = 0;
+
+  json j;
+  j["flow"] = key.str();
+  const uint32_t d = dst.v4HostOrder();
+  const config::VipConfig* vip = nullptr;
+  for (const auto& v : cfg_.vips) {
+    uint32_t m = v4Mask(v.subnet.len);
+    if ((d & m) == (v.subnet.addr.v4HostOrder() & m)) vip = &v;
+  }
+  j["vip"] = vip ? json(vip->name) : json(nullptr);
+  j["class"] = vip ? vip->cls : std::string("default");
+  j["policy"] = cfg_.policy.algorithm;
+  j["existing"] = nullptr;
+  j["choice"] = nullptr;
+  j["candidates"] = json::array();
+  if (vip == nullptr) {
+    j["route"] = nullptr;
+    j["error"] = "not a VIP: " + dst.str() + " is in no [[vip]] subnet";
+    return j;
+  }
+  auto hosts = registry_.snapshot();
+  auto name = [&](uint16_t id) { return id < hosts.size() ? hosts[id].name : std::string("?"); };
+  for (const auto& w : workers_) {
+    auto r = w->lookupFlow(key, 1000);
+    if (!r) continue;
+    std::string via = r->shortcut ? "shortcut" : name(r->next_hop);
+    j["existing"] = {{"next_hop", via},
+                     {"endpoint", IpAddress::v4(r->endpoint).str()},
+                     {"shortcut", r->shortcut},
+                     {"state", flowStateName(r->state)}};
+    j["choice"] = {{"next_hop", via}, {"endpoint", IpAddress::v4(r->endpoint).str()},
+                   {"reason", "existing flow"}};
+    break;
+  }
+  std::shared_ptr<const ForwardingSnapshot> snap;
+  {
+    std::lock_guard lk(snap_mu_);
+    snap = last_snap_;
+  }
+  const RouteEntry* rt = snap->route(d);
+  j["route"] = rt ? json(rt->prefix.str()) : json(nullptr);
+  const uint16_t region = snap->regionOf(src.v4HostOrder());
+  j["region"] = region == 0 || region > cfg_.regions.size() ? std::string() : cfg_.regions[region - 1].name;
+  if (rt == nullptr) {
+    if (j["choice"].is_null()) j["error"] = "no route: no next hop advertises " + dst.str();
+    return j;
+  }
+  j["affinity"] = rt->client_affinity ? "client" : "flow";
+  const Selection& sel = rt->selectionFor(region);
+  j["mode"] = modeName(sel.mode);
+  for (const auto& c : sel.costs) {
+    if (c.next_hop >= hosts.size()) continue;
+    const HostRecord& h = hosts[c.next_hop];
+    double load = 0;
+    bool available = false;
+    for (const auto& sub : h.subnets) {
+      if (sub.prefix.contains(rt->prefix)) {
+        load = sub.load;
+        available = sub.available;
+      }
+    }
+    double prox = 0;
+    if (region != 0 && region <= cfg_.regions.size()) {
+      for (const auto& [n, v] : cfg_.regions[region - 1].cost) {
+        if (n == h.name) prox = v;
+      }
+    }
+    j["candidates"].push_back(
+        {{"name", h.name},
+         {"role", h.role == proto::Role::kSlr ? "slr" : "host"},
+         {"tunnel_address", h.tunnel_address.empty() ? std::string("-") : h.tunnel_address.str()},
+         {"load", load},
+         {"route_cost", h.route_cost},
+         {"proximity", prox},
+         {"weight", h.weight},
+         {"standby", h.standby},
+         {"available", available},
+         {"cost", std::isfinite(c.cost) ? json(c.cost) : json(nullptr)},
+         {"eligible", c.eligible},
+         {"share", sel.slots.empty() ? 0.0 : double(c.slots) / double(sel.slots.size())}});
+  }
+  if (!j["choice"].is_null()) return j;
+  if (sel.empty()) {
+    j["error"] = "no next hop: no candidate for " + rt->prefix.str() + " is eligible";
+    return j;
+  }
+  uint64_t h = flowHash(key, hash_seed_);
+  if (rt->client_affinity) {
+    FlowKey client{};
+    client.src = key.src;
+    client.family = key.family;
+    h = flowHash(client, hash_seed_);
+  }
+  uint64_t rr = 0;  // round-robin: the next in turn depends on the worker; show the first
+  uint16_t nh = sel.pick(h, rr);
+  j["choice"] = {{"next_hop", name(nh)},
+                 {"endpoint", nh < snap->next_hops.size() ? IpAddress::v4(snap->next_hops[nh].tunnel_v4).str()
+                                                           : std::string("-")},
+                 {"reason", sel.mode == Selection::Mode::kHash ? "policy" : "policy (round-robin: next in turn)"}};
+  return j;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "slr/worker.h"
 
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,7 +17,15 @@ namespace {
 
 constexpr size_t kHeadroom = IpipCodec::kOverhead;
 constexpr uint32_t kIcmpPerSecond = 100;  // rate limit for "fragmentation needed"
-constexpr uint8_t kFlagFastPath = 0x01;    // FlowEntry::flags: installed in the kernel fast path
+// FlowEntry::flags.
+constexpr uint8_t kFlagFastPath = 0x01;       // installed in the kernel fast path
+constexpr uint8_t kFlagAwaitShortcut = 0x02;  // sent to a shortcut-capable lower SLR; hold later packets
+constexpr uint8_t kFlagShortcut = 0x04;       // next_hop is a shortcut endpoint
+constexpr uint8_t kFlagFromUpstream = 0x08;   // arrived tunnelled; the upstream's index is flags >> 4
+constexpr size_t kHoldSlots = 256;            // held packets per worker
+constexpr size_t kHoldBuf = 2048;             // larger packets are never held
+constexpr size_t kMaxEndpoints = 4096;        // distinct shortcut endpoints per worker
+constexpr size_t kTxSlots = Worker::kBatch + kHoldSlots;
 
 uint32_t v4(const std::array<uint8_t, 16>& b) {
   return (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | uint32_t(b[3]);
@@ -30,6 +39,14 @@ struct Worker::Packet {
   ParseError err = ParseError::kOk;
   PacketInfo info;
   uint64_t hash = 0;
+  int8_t upstream = -1;        // arrived tunnelled from [[upstream]] n; -1 = natively
+};
+
+struct Worker::Held {
+  FlowKey key;
+  uint32_t deadline_ms = 0;
+  uint16_t len = 0;  // inner length; the frame is held_bufs_ + slot * kHoldBuf
+  bool live = false;
 };
 
 Worker::Worker(WorkerOptions opts, const SnapshotHolder& snapshots)
@@ -52,10 +69,35 @@ Status Worker::init() {
   bufs_ = std::make_unique<std::byte[]>(kBatch * kBufSize);
   pkts_.resize(kBatch);
   for (size_t i = 0; i < kBatch; ++i) pkts_[i].frame = bufs_.get() + i * kBufSize;
-  tx_msgs_.resize(kBatch);
-  tx_iov_.resize(kBatch);
-  tx_addr_.resize(kBatch);
+  tx_msgs_.resize(kTxSlots);
+  tx_iov_.resize(kTxSlots);
+  tx_addr_.resize(kTxSlots);
   counters_ = std::make_unique<WorkerCounters>();
+
+  wake_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_) return sysError("eventfd for worker wake-ups");
+  cmds_ = std::make_unique<SpscRing<ShortcutCmd>>(4096);
+  for (size_t u = 0; u < opts_.upstream_sources.size(); ++u)
+    out_.push_back(std::make_unique<SpscRing<ShortcutOut>>(4096));
+  out_pending_.assign(out_.size(), false);
+  endpoints_.reserve(kMaxEndpoints);
+  held_ = std::make_unique<Held[]>(kHoldSlots);
+  held_bufs_ = std::make_unique<std::byte[]>(kHoldSlots * kHoldBuf);
+  if (opts_.tunnel_rx) {
+    // Every tunnel packet to our address, outer header included.  The kernel
+    // has no ipip module here; with one, the raw socket still sees a copy.
+    tunnel_.reset(::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_IPIP));
+    if (!tunnel_) return sysError("socket(AF_INET, SOCK_RAW, IPPROTO_IPIP) for tunnels from upstream SLRs");
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(opts_.tunnel_source);
+    if (::bind(tunnel_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0)
+      return sysError("bind raw IPIP socket to tunnel_source");
+    int rcvbuf = 8 << 20;
+    (void)::setsockopt(tunnel_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    rx_msgs_.resize(kBatch);
+    rx_iov_.resize(kBatch);
+  }
   vip_counters_ = std::vector<ObjectCounters>(opts_.vips.size());
   host_counters_ = std::vector<ObjectCounters>(opts_.host_count);
   if (opts_.fast_path != nullptr) table_->setExpiryHook(&Worker::refreshFromFastPath, this);
@@ -72,8 +114,14 @@ void Worker::run(const std::atomic<bool>& stop) {
   bool idle = true;
   while (!stop.load(std::memory_order_relaxed)) {
     if (idle) {
-      pollfd p{fd, POLLIN, 0};
-      (void)::poll(&p, 1, 100);
+      pollfd p[3] = {{fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}, {tunnel_.get(), POLLIN, 0}};
+      // Held packets have deadlines of a few ms: do not sleep past them.
+      int timeout = held_count_ > 0 ? 1 : 100;
+      (void)::poll(p, tunnel_ ? 3 : 2, timeout);
+      if (p[1].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(wake_.get(), &v, sizeof v);
+      }
     }
     const uint32_t now = nowMs();
     if (snapshots_.generation() != snap_generation_) {
@@ -84,10 +132,14 @@ void Worker::run(const std::atomic<bool>& stop) {
       if (opts_.fast_path != nullptr && old) withdrawFromFastPath(*old);
     }
     if (request_.load(std::memory_order_acquire) != 0) serveControl(now);
+    if (!cmds_->empty()) applyShortcuts(now);
+    if (held_count_ > 0) expireHeld(now);
+    flush();
 
     // TUN has no recvmmsg; drain up to a batch with plain reads.
     size_t n = 0;
     while (n < kBatch) {
+      pkts_[n].upstream = -1;
       ssize_t r = ::read(fd, pkts_[n].frame + kHeadroom, kBufSize - kHeadroom);
       if (r <= 0) break;
       pkts_[n].len = size_t(r);
@@ -95,6 +147,17 @@ void Worker::run(const std::atomic<bool>& stop) {
     }
     idle = n < kBatch;
     if (n > 0) processBatch(n, now);
+    if (tunnel_) {
+      size_t t = readTunnel();
+      idle = idle && t < kBatch;
+      if (t > 0) processBatch(t, now);
+    }
+    for (size_t u = 0; u < out_pending_.size(); ++u) {
+      if (!out_pending_[u]) continue;
+      out_pending_[u] = false;
+      uint64_t one = 1;
+      if (u < opts_.upstream_wake.size()) (void)!::write(opts_.upstream_wake[u], &one, sizeof one);
+    }
     (void)table_->expireSome(now, 256);
     // Counts expiries found by the sweep, by lookups and by full-table reclaim.
     counters_->flows_expired.store(table_->counters().expired, std::memory_order_relaxed);
@@ -102,8 +165,49 @@ void Worker::run(const std::atomic<bool>& stop) {
   }
 }
 
+// One recvmmsg from the raw IPIP socket.  Each outer header must be a plain
+// 20-byte IPv4 header, unfragmented, to our tunnel address and from an
+// [[upstream]] SLR; it then sits exactly in the frame's headroom, so the
+// inner packet is where a TUN read would have put it and re-encapsulation
+// overwrites the old outer header in place.  Returns the packets kept (moved
+// to the front of pkts_).
+size_t Worker::readTunnel() {
+  for (size_t i = 0; i < kBatch; ++i) {
+    rx_iov_[i] = iovec{pkts_[i].frame, kBufSize};
+    rx_msgs_[i].msg_hdr = msghdr{};
+    rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+    rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+  }
+  int r = ::recvmmsg(tunnel_.get(), rx_msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
+  if (r <= 0) return 0;
+  size_t kept = 0;
+  for (size_t i = 0; i < size_t(r); ++i) {
+    const std::byte* b = pkts_[i].frame;
+    const size_t len = rx_msgs_[i].msg_len;
+    auto drop = [&](Drop d) { bump(counters_->drops[int(d)]); };
+    bump(counters_->tunnel_rx);
+    if (len < kHeadroom + 20 || len >= kBufSize || b[0] != std::byte{0x45} ||
+        load16(b + 2) != len || (load16(b + 6) & 0x3FFF) != 0 || b[9] != std::byte{kProtoIpip} ||
+        load32(b + 16) != opts_.tunnel_source) {
+      drop(Drop::k_tunnel_malformed);
+      continue;
+    }
+    const uint32_t src = load32(b + 12);
+    size_t u = 0;
+    while (u < opts_.upstream_sources.size() && opts_.upstream_sources[u] != src) ++u;
+    if (u == opts_.upstream_sources.size()) {
+      drop(Drop::k_tunnel_not_from_upstream);
+      continue;
+    }
+    pkts_[i].len = len - kHeadroom;
+    pkts_[i].upstream = int8_t(u);
+    if (kept != i) std::swap(pkts_[kept], pkts_[i]);
+    ++kept;
+  }
+  return kept;
+}
+
 void Worker::processBatch(size_t n, uint32_t now_ms) {
-  tx_count_ = 0;
   // Pass 1: parse and hash the whole batch and prefetch each flow's slot, so
   // the table's cache misses overlap instead of being paid one at a time.
   for (size_t i = 0; i < n; ++i) {
@@ -149,14 +253,29 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   const uint64_t hash = p.hash;
   uint16_t nh = kNoNextHop;
   FlowEntry* e = table_->lookup(info.key, hash, now_ms);
-  auto alive = [&snap](uint16_t h) { return h < snap.next_hops.size() && snap.next_hops[h].up; };
+  auto alive = [&snap](uint16_t h) {
+    return h >= kShortcutBase || (h < snap.next_hops.size() && snap.next_hops[h].up);
+  };
   if (e != nullptr) {
+    if (e->flags & kFlagAwaitShortcut) {
+      // Sent to a lower SLR that will say which host it chose: hold the
+      // flow's later packets for that, so they go straight to the host.
+      if (uint32_t(now_ms - e->first_seen_ms) < opts_.shortcut_wait_ms) {
+        if (hold(p, e->first_seen_ms + opts_.shortcut_wait_ms)) {
+          FlowTable::touch(*e, info.tcp_flags, now_ms);
+          return false;
+        }
+        bump(counters_->hold_overflow);
+      }
+      e->flags &= uint8_t(~kFlagAwaitShortcut);  // the normal way from now on
+      if (opts_.fast_path != nullptr && alive(e->next_hop)) installFastPath(*e, uint16_t(vip));
+    }
     if (!alive(e->next_hop)) {
       // Its host was withdrawn: the connection is lost there anyway, so give
       // the flow a live host rather than black-holing it.
       const RouteEntry* rt = snap.route(dst);
       if (rt == nullptr || rt->selection.empty()) return drop(Drop::k_no_host);
-      e->next_hop = pick(*rt, hash);
+      e->next_hop = pick(*rt, p);
       bump(counters_->flows_rerouted);
       if (opts_.fast_path != nullptr) installFastPath(*e, uint16_t(vip));
     }
@@ -171,7 +290,7 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       uint64_t unused = 0;
       nh = rt->stateless.pick(hash, unused);
     } else {
-      nh = pick(*rt, hash);
+      nh = pick(*rt, p);
       e = table_->insert(info.key, hash, nh, next_label_,
                          FlowTable::initialState(info.key.proto, info.tcp_flags), now_ms);
       if (e != nullptr) {
@@ -179,7 +298,17 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
         bump(counters_->flows_created);
         bump(vip_counters_[vip].flows);
         bump(host_counters_[nh].flows);
-        if (opts_.fast_path != nullptr && alive(nh)) installFastPath(*e, uint16_t(vip));
+        if (p.upstream >= 0) e->flags |= uint8_t(kFlagFromUpstream | (p.upstream << 4));
+        if (alive(nh)) {
+          const NextHop& n = snap.next_hops[nh];
+          if (n.awaits_shortcut) {
+            e->flags |= kFlagAwaitShortcut;  // no fast path until the shortcut (or the timeout)
+          } else if (opts_.fast_path != nullptr) {
+            installFastPath(*e, uint16_t(vip));
+          }
+          // The host is chosen here: tell the SLR above (Fig. 5).
+          if (!n.is_slr) signalUp(*e, n.tunnel_v4, false);
+        }
       } else {
         bump(counters_->table_full);
         if (!opts_.stateless_on_full) return drop(Drop::k_table_full);
@@ -198,18 +327,36 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
     if (ip.dontFragment() && !info.icmp_error) sendTooBig(inner.data(), inner.size());
     return drop(Drop::k_too_big);
   }
-  size_t total = IpipCodec::encapsulateV4(std::span<std::byte>(p.frame, kHeadroom + p.len), p.len,
-                                          opts_.tunnel_source, snap.next_hops[nh].tunnel_v4,
-                                          ip_id_++);
-  if (total == 0) return drop(Drop::k_tx_error);
-  bump(host_counters_[nh].packets);
-  bump(host_counters_[nh].bytes, p.len);
+  if (nh < host_counters_.size()) {
+    bump(host_counters_[nh].packets);
+    bump(host_counters_[nh].bytes, p.len);
+  } else {
+    bump(counters_->shortcut_packets);
+  }
+  queueTx(p.frame, p.len, endpointOf(nh));
+  return true;
+}
 
+uint32_t Worker::endpointOf(uint16_t nh) const {
+  if (nh >= kShortcutBase) return endpoints_[nh - kShortcutBase];
+  return snap_->next_hops[nh].tunnel_v4;
+}
+
+// Encapsulate the frame in place (its headroom takes the outer header) and
+// queue it for the next sendmmsg; flushes when the queue is full.
+void Worker::queueTx(std::byte* frame, size_t inner_len, uint32_t dst) {
+  size_t total = IpipCodec::encapsulateV4(std::span<std::byte>(frame, kHeadroom + inner_len),
+                                          inner_len, opts_.tunnel_source, dst, ip_id_++);
+  if (total == 0) {
+    bump(counters_->drops[int(Drop::k_tx_error)]);
+    return;
+  }
+  if (tx_count_ == kTxSlots) flush();
   sockaddr_in& sa = tx_addr_[tx_count_];
   sa = sockaddr_in{};
   sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(snap.next_hops[nh].tunnel_v4);
-  tx_iov_[tx_count_] = iovec{p.frame, total};
+  sa.sin_addr.s_addr = htonl(dst);
+  tx_iov_[tx_count_] = iovec{frame, total};
   msghdr& m = tx_msgs_[tx_count_].msg_hdr;
   m = msghdr{};
   m.msg_name = &sa;
@@ -217,13 +364,153 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   m.msg_iov = &tx_iov_[tx_count_];
   m.msg_iovlen = 1;
   ++tx_count_;
+}
+
+// The policy's choice for a new (or re-pointed) flow.  Clients in a
+// [[region]] get that region's selection; with client affinity the client
+// address alone decides, so one client's connections share a site.
+// Round-robin selections keep one position per route in this worker.
+uint16_t Worker::pick(const RouteEntry& rt, const Packet& p) {
+  const Selection& sel =
+      snap_->regions.empty() ? rt.selection : rt.selectionFor(snap_->regionOf(v4(p.info.key.src)));
+  uint64_t h = p.hash;
+  if (rt.client_affinity) {
+    FlowKey client{};
+    client.src = p.info.key.src;
+    client.family = p.info.key.family;
+    h = flowHash(client, opts_.hash_seed);
+  }
+  return sel.pick(h, rr_counters_[size_t(&rt - snap_->routes.data())]);
+}
+
+// ---- shortcuts ----
+
+bool Worker::postShortcut(const ShortcutCmd& c) {
+  if (!cmds_->push(c)) return false;
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof one);
   return true;
 }
 
-// The policy's choice for a new (or re-pointed) flow; round-robin selections
-// keep one position per route in this worker.
-uint16_t Worker::pick(const RouteEntry& rt, uint64_t hash) {
-  return rt.selection.pick(hash, rr_counters_[size_t(&rt - snap_->routes.data())]);
+uint16_t Worker::internEndpoint(uint32_t endpoint) {
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    if (endpoints_[i] == endpoint) return uint16_t(kShortcutBase + i);
+  }
+  if (endpoints_.size() >= kMaxEndpoints) return kNoNextHop;
+  endpoints_.push_back(endpoint);  // within the reserved capacity: no allocation
+  return uint16_t(kShortcutBase + endpoints_.size() - 1);
+}
+
+// Tell the upstream SLR the flow came from which host it has (originated
+// here, or relayed from below).  Only flows that arrived tunnelled.
+void Worker::signalUp(const FlowEntry& e, uint32_t endpoint, bool relay) {
+  if (!opts_.shortcut || !(e.flags & kFlagFromUpstream)) return;
+  const size_t u = e.flags >> 4;
+  if (u >= out_.size()) return;
+  if (out_[u]->push(ShortcutOut{e.key, endpoint})) {
+    bump(relay ? counters_->shortcut_relayed : counters_->shortcut_sent);
+    out_pending_[u] = true;
+  } else {
+    bump(counters_->shortcut_out_dropped);
+  }
+}
+
+void Worker::applyShortcuts(uint32_t now_ms) {
+  ShortcutCmd c;
+  for (int budget = 1024; budget > 0 && cmds_->pop(c); --budget) {
+    FlowEntry* e = table_->lookup(c.key, table_->hash(c.key), now_ms);
+    if (e == nullptr) {
+      bump(counters_->shortcut_unknown);  // another worker's flow, or gone
+      continue;
+    }
+    if ((e->flags & kFlagShortcut) && endpointOf(e->next_hop) == c.endpoint) continue;
+    const uint16_t idx = internEndpoint(c.endpoint);
+    if (idx == kNoNextHop) continue;  // intern table full: keep the path through the lower SLR
+    const uint16_t via = e->next_hop;
+    e->next_hop = idx;
+    e->flags = uint8_t((e->flags | kFlagShortcut) & ~kFlagAwaitShortcut);
+    bump(counters_->shortcut_applied);
+    // How long the flow's first packet took to come back as a shortcut: the
+    // round trip down the levels and back up their control channels.
+    const uint32_t delay = now_ms - e->first_seen_ms;
+    bump(counters_->shortcut_delay_ms_sum, delay);
+    if (delay > read(counters_->shortcut_delay_ms_max))
+      counters_->shortcut_delay_ms_max.store(delay, std::memory_order_relaxed);
+    if (opts_.fast_path != nullptr) {
+      const uint32_t dst = v4(c.key.dst);
+      size_t vip = 0;
+      while (vip < opts_.vips.size() && (dst & opts_.vips[vip].mask) != opts_.vips[vip].net) ++vip;
+      if (vip < opts_.vips.size()) installFastPath(*e, uint16_t(vip), via);
+    }
+    releaseHeld(c.key, c.endpoint);
+    signalUp(*e, c.endpoint, true);
+  }
+  flush();
+}
+
+bool Worker::hold(const Packet& p, uint32_t deadline_ms) {
+  if (held_count_ == kHoldSlots || kHeadroom + p.len > kHoldBuf) return false;
+  const size_t slot = (held_head_ + held_count_) % kHoldSlots;
+  Held& h = held_[slot];
+  h.key = p.info.key;
+  h.deadline_ms = deadline_ms;
+  h.len = uint16_t(p.len);
+  h.live = true;
+  std::memcpy(held_bufs_.get() + slot * kHoldBuf + kHeadroom, p.frame + kHeadroom, p.len);
+  ++held_count_;
+  bump(counters_->held_packets);
+  return true;
+}
+
+void Worker::releaseHeld(const FlowKey& key, uint32_t endpoint) {
+  for (size_t i = 0; i < held_count_; ++i) {
+    const size_t slot = (held_head_ + i) % kHoldSlots;
+    Held& h = held_[slot];
+    if (!h.live || !(h.key == key)) continue;
+    queueTx(held_bufs_.get() + slot * kHoldBuf, h.len, endpoint);
+    h.live = false;
+    bump(counters_->released_packets);
+    bump(counters_->shortcut_packets);
+  }
+  while (held_count_ > 0 && !held_[held_head_].live) {
+    held_head_ = (held_head_ + 1) % kHoldSlots;
+    --held_count_;
+  }
+}
+
+// Held packets whose shortcut did not come in time go the normal way.
+void Worker::expireHeld(uint32_t now_ms) {
+  while (held_count_ > 0) {
+    Held& h = held_[held_head_];
+    if (h.live) {
+      if (int32_t(now_ms - h.deadline_ms) < 0) break;
+      FlowEntry* e = table_->lookup(h.key, table_->hash(h.key), now_ms);
+      if (e != nullptr) {
+        if (e->flags & kFlagAwaitShortcut) {
+          e->flags &= uint8_t(~kFlagAwaitShortcut);
+          const uint32_t dst = v4(h.key.dst);
+          size_t vip = 0;
+          while (vip < opts_.vips.size() && (dst & opts_.vips[vip].mask) != opts_.vips[vip].net) ++vip;
+          if (opts_.fast_path != nullptr && vip < opts_.vips.size() && e->next_hop < snap_->next_hops.size() &&
+              snap_->next_hops[e->next_hop].up)
+            installFastPath(*e, uint16_t(vip));
+        }
+        const uint16_t nh = e->next_hop;
+        if (nh >= kShortcutBase || (nh < snap_->next_hops.size() && snap_->next_hops[nh].up)) {
+          queueTx(held_bufs_.get() + held_head_ * kHoldBuf, h.len, endpointOf(nh));
+          bump(counters_->hold_timeouts);
+        } else {
+          bump(counters_->drops[int(Drop::k_no_host)]);
+        }
+      } else {
+        bump(counters_->drops[int(Drop::k_no_host)]);
+      }
+      h.live = false;
+    }
+    held_head_ = (held_head_ + 1) % kHoldSlots;
+    --held_count_;
+  }
+  flush();
 }
 
 void Worker::flush() {
@@ -248,9 +535,13 @@ void Worker::flush() {
 // From its first packet on, the kernel forwards the rest of the flow; this
 // worker only sees packets the fast path hands back (too big, TTL, no
 // neighbour).  One bpf(2) call per new flow, never per packet.
-void Worker::installFastPath(FlowEntry& e, uint16_t vip) {
-  if (!FastPath::eligible(e.key) || e.next_hop >= snap_->next_hops.size()) return;
-  FastPathFlow f{opts_.tunnel_source, snap_->next_hops[e.next_hop].tunnel_v4, e.next_hop, vip};
+void Worker::installFastPath(FlowEntry& e, uint16_t vip, uint16_t via) {
+  if (!FastPath::eligible(e.key)) return;
+  if (e.next_hop < kShortcutBase && e.next_hop >= snap_->next_hops.size()) return;
+  // Per-host counters: a shortcut flow is counted on the lower SLR it bypasses.
+  const uint16_t slot = e.next_hop < kShortcutBase ? e.next_hop : via;
+  if (slot >= opts_.host_count) return;
+  FastPathFlow f{opts_.tunnel_source, endpointOf(e.next_hop), slot, vip};
   if (opts_.fast_path->add(e.key, f).ok()) {
     e.flags |= kFlagFastPath;
     bump(counters_->fast_path_installed);
@@ -368,12 +659,23 @@ void Worker::serveControl(uint32_t now_ms) {
     table_->forEach([&](const FlowEntry& e) {
       if (req_flows_.size() >= req_limit_) return false;
       if (table_->isExpired(e, now_ms)) return true;
-      FlowRecord r{e.key, e.next_hop, e.label, e.state, uint32_t(now_ms - e.last_seen_ms),
+      FlowRecord r{e.key,      e.next_hop, e.label, endpointOf(e.next_hop), e.next_hop >= kShortcutBase,
+                   e.state,    uint32_t(now_ms - e.last_seen_ms),
                    uint32_t(now_ms - e.first_seen_ms), e.packets};
       if (e.flags & kFlagFastPath) mergeFastPath(r, now_ms);
       req_flows_.push_back(r);
       return true;
     });
+  } else if (req == int(Request::kLookup)) {
+    req_record_.reset();
+    FlowEntry* e = table_->lookup(req_key_, table_->hash(req_key_), now_ms);
+    if (e != nullptr) {
+      FlowRecord r{e->key,      e->next_hop, e->label, endpointOf(e->next_hop), e->next_hop >= kShortcutBase,
+                   e->state,    uint32_t(now_ms - e->last_seen_ms),
+                   uint32_t(now_ms - e->first_seen_ms), e->packets};
+      if (e->flags & kFlagFastPath) mergeFastPath(r, now_ms);
+      req_record_ = r;
+    }
   } else if (req == int(Request::kPerHost)) {
     req_per_host_.assign(opts_.host_count, 0);
     table_->forEach([&](const FlowEntry& e) {
@@ -396,6 +698,18 @@ std::vector<FlowRecord> Worker::dumpFlows(size_t limit, int timeout_ms) {
     return {};
   }
   return std::move(req_flows_);
+}
+
+std::optional<FlowRecord> Worker::lookupFlow(const FlowKey& key, int timeout_ms) {
+  std::unique_lock lk(req_mu_);
+  req_key_ = key;
+  req_done_ = false;
+  request_.store(int(Request::kLookup), std::memory_order_release);
+  if (!req_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return req_done_; })) {
+    request_.store(0, std::memory_order_release);
+    return std::nullopt;
+  }
+  return req_record_;
 }
 
 std::vector<uint64_t> Worker::flowsPerHost(int timeout_ms) {

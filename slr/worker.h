@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "core/fd.h"
 #include "core/flow_table.h"
 #include "core/result.h"
+#include "core/spsc_ring.h"
 #include "slr/counters.h"
 #include "slr/fast_path.h"
 #include "slr/forwarding.h"
@@ -28,6 +30,17 @@ namespace slr::router {
 
 struct VipMatch {
   uint32_t net = 0, mask = 0;  // IPv4 host order
+};
+
+// Control thread -> worker: a lower SLR says where a flow's host is.
+struct ShortcutCmd {
+  FlowKey key;
+  uint32_t endpoint = 0;  // host order: the host's tunnel address
+};
+// Worker -> upstream session: tell the SLR above where a flow's host is.
+struct ShortcutOut {
+  FlowKey key;
+  uint32_t endpoint = 0;  // host order
 };
 
 struct WorkerOptions {
@@ -42,6 +55,15 @@ struct WorkerOptions {
   std::vector<VipMatch> vips;   // config order; index = VIP counter slot
   size_t host_count = 0;
   FastPath* fast_path = nullptr;  // kernel fast path, or nullptr (owned by the daemon)
+
+  // Hierarchy.  upstream_sources[u]: tunnel source of [[upstream]] u (host
+  // order).  tunnel_rx: this worker terminates tunnels from them (raw IPIP
+  // socket; one worker per SLR, since every raw socket sees every packet).
+  std::vector<uint32_t> upstream_sources;
+  bool tunnel_rx = false;
+  bool shortcut = false;             // [slr].shortcut
+  uint32_t shortcut_wait_ms = 20;
+  std::vector<int> upstream_wake;    // eventfd per upstream session: "shortcuts queued"
 };
 
 // A flow as shown by `slrctl flows`.
@@ -49,6 +71,8 @@ struct FlowRecord {
   FlowKey key;
   uint16_t next_hop;
   uint32_t label;
+  uint32_t endpoint;  // host order: where packets go (the next hop's or the shortcut's address)
+  bool shortcut;      // next_hop is not a configured one: a shortcut to `endpoint`
   FlowState state;
   uint32_t idle_ms;
   uint32_t age_ms;
@@ -75,18 +99,39 @@ class Worker {
   std::vector<FlowRecord> dumpFlows(size_t limit, int timeout_ms);
   // Control thread: number of live flows per host id (draining/status).
   std::vector<uint64_t> flowsPerHost(int timeout_ms);
+  // Control thread: the flow's record if this worker has it.
+  std::optional<FlowRecord> lookupFlow(const FlowKey& key, int timeout_ms);
+
+  // Control thread (the only producer): a lower SLR's shortcut.  False when
+  // the queue is full (the flow then keeps its path through the lower SLR).
+  bool postShortcut(const ShortcutCmd& c);
+  // Upstream session u's thread (the only consumer of ring u).
+  SpscRing<ShortcutOut>& shortcutsOut(size_t u) { return *out_[u]; }
+
+  // next_hop values >= kShortcutBase name a shortcut endpoint, not a host.
+  static constexpr uint16_t kShortcutBase = 0x8000;
 
  private:
   struct Packet;
+  struct Held;
   void processBatch(size_t n, uint32_t now_ms);
+  size_t readTunnel();  // recvmmsg from the raw IPIP socket into pkts_; returns count
+  bool hold(const Packet& p, uint32_t now_ms);
+  void releaseHeld(const FlowKey& key, uint32_t endpoint);
+  void expireHeld(uint32_t now_ms);
+  void queueTx(std::byte* frame, size_t inner_len, uint32_t dst);
+  void applyShortcuts(uint32_t now_ms);
+  void signalUp(const FlowEntry& e, uint32_t endpoint, bool relay);
+  uint32_t endpointOf(uint16_t nh) const;
+  uint16_t internEndpoint(uint32_t endpoint);  // kNoNextHop when the intern table is full
   // Returns true if the packet was queued for transmission.
   bool forward(Packet& p, uint32_t now_ms);
-  uint16_t pick(const RouteEntry& rt, uint64_t hash);
+  uint16_t pick(const RouteEntry& rt, const Packet& p);
   void sendTooBig(const std::byte* inner, size_t inner_len);
   void flush();
   void serveControl(uint32_t now_ms);
   uint32_t nowMs() const;
-  void installFastPath(FlowEntry& e, uint16_t vip);
+  void installFastPath(FlowEntry& e, uint16_t vip, uint16_t via = kNoNextHop);
   void withdrawFromFastPath(const ForwardingSnapshot& old);
   void mergeFastPath(FlowRecord& r, uint32_t now_ms) const;
   static bool refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms);
@@ -104,6 +149,9 @@ class Worker {
   // Buffers, allocated once.
   std::unique_ptr<std::byte[]> bufs_;
   std::vector<Packet> pkts_;
+  UniqueFd tunnel_;  // raw IPPROTO_IPIP socket (tunnel_rx only)
+  std::vector<mmsghdr> rx_msgs_;
+  std::vector<iovec> rx_iov_;
   std::vector<mmsghdr> tx_msgs_;
   std::vector<iovec> tx_iov_;
   std::vector<sockaddr_in> tx_addr_;
@@ -112,12 +160,22 @@ class Worker {
   uint32_t icmp_tokens_ = 0;
   uint32_t icmp_refill_ms_ = 0;
 
+  // Shortcuts.
+  UniqueFd wake_;  // eventfd: postShortcut() wakes the worker
+  std::unique_ptr<SpscRing<ShortcutCmd>> cmds_;
+  std::vector<std::unique_ptr<SpscRing<ShortcutOut>>> out_;  // per upstream
+  std::vector<bool> out_pending_;                            // per upstream, this batch
+  std::vector<uint32_t> endpoints_;                          // shortcut endpoint by index
+  std::unique_ptr<Held[]> held_;                             // FIFO of held packets
+  std::unique_ptr<std::byte[]> held_bufs_;
+  size_t held_head_ = 0, held_count_ = 0;
+
   std::unique_ptr<WorkerCounters> counters_;
   std::vector<ObjectCounters> vip_counters_;
   std::vector<ObjectCounters> host_counters_;
 
   // Control requests (rare): flag checked once per batch.
-  enum class Request { kNone, kDump, kPerHost };
+  enum class Request { kNone, kDump, kPerHost, kLookup };
   std::atomic<int> request_{0};
   std::mutex req_mu_;
   std::condition_variable req_cv_;
@@ -125,6 +183,8 @@ class Worker {
   bool req_done_ = false;
   std::vector<FlowRecord> req_flows_;
   std::vector<uint64_t> req_per_host_;
+  FlowKey req_key_;
+  std::optional<FlowRecord> req_record_;
 };
 
 }  // namespace slr::router
