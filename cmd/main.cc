@@ -3,19 +3,26 @@
 //
 // Exit codes (documented in slrctl(8)):
 //   0 ok, 1 runtime error, 2 usage or config error, 3 daemon not reachable,
-//   4 check failed.
+//   4 check failed / `explain`: no next hop would be chosen.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "cmd/tables.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/lua_policy.h"
+#include "core/net_types.h"
 #include "core/status_server.h"
 #include "hostagent/host_agent.h"
 #include "slr/slr_daemon.h"
@@ -30,6 +37,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
+constexpr int kExitNegative = 4;  // a check failed; explain: no next hop (choice null)
 
 std::atomic<bool> g_stop{false};
 
@@ -60,9 +68,53 @@ void printConfigError(const slr::Error& e) {
   if (!e.detail.empty()) std::cerr << e.detail << '\n';
 }
 
-// status / hosts / flows: ask a daemon, print a table or the JSON.
-int query(const std::string& socket_opt, const std::string& request, bool as_json,
-          void (*print)(const nlohmann::json&, std::ostream&)) {
+// check-config: compile the operator's Lua policy ([policy] lua or lua_file,
+// which the loader has already resolved to an absolute path) exactly as the
+// SLR will load it.  An error is reported in the check-config style,
+// "FILE: policy.lua:LINE: message" or "FILE: policy.lua_file: PATH:LINE:
+// message", and exits as a configuration error.  `note` describes a policy
+// that loaded (", Lua policy: F, G").
+int checkLuaPolicy(const std::string& file, const slr::config::PolicyConfig& pc,
+                   std::string& note) {
+  if (pc.lua.empty() && pc.lua_file.empty()) return kExitOk;
+  const bool inline_src = !pc.lua.empty();
+  const std::string key = inline_src ? "policy.lua" : "policy.lua_file";
+  auto fail = [&](const std::string& what) {
+    printConfigError(slr::Error{0, "config " + file, file + ": " + what});
+    return kExitUsage;
+  };
+  std::string source, chunk;
+  if (inline_src) {
+    source = pc.lua;
+    chunk = "policy.lua";  // Lua messages then read "policy.lua:LINE: ..."
+  } else {
+    std::ifstream in(pc.lua_file, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (!in) return fail(key + ": cannot read " + pc.lua_file + ": " + std::strerror(errno));
+    source = ss.str();
+    chunk = pc.lua_file;
+  }
+  auto l = slr::LuaPolicy::load(source, chunk);
+  if (!l) {
+    // Syntax and runtime errors already start with "CHUNK:LINE:"; the others
+    // (no F or G, F not a function, limits) do not.
+    const std::string& d = l.error().detail.empty() ? l.error().op : l.error().detail;
+    std::string where = d.rfind(chunk + ":", 0) == 0 ? "" : chunk + ": ";
+    return fail(inline_src ? (where.empty() ? d : key + ": " + d)
+                           : key + ": " + where + d);
+  }
+  note = std::string(", Lua policy: ") + ((*l)->hasCost() ? "F" : "") +
+         ((*l)->hasCost() && (*l)->hasAggregate() ? ", " : "") + ((*l)->hasAggregate() ? "G" : "");
+  return kExitOk;
+}
+
+// Send one request to the status socket (--socket, or the SLR's and then the
+// host agent's default) and parse the JSON reply.  Returns kExitOk with `j`
+// and `path` (the socket that answered) set, or the exit code after printing
+// why not.  A reply with "error" is returned as is: the caller decides.
+int fetch(const std::string& socket_opt, const std::string& request, nlohmann::json& j,
+          std::string& path) {
   std::vector<std::string> paths;
   if (!socket_opt.empty()) {
     paths.push_back(socket_opt);
@@ -76,25 +128,135 @@ int query(const std::string& socket_opt, const std::string& request, bool as_jso
       last = r.error();
       continue;
     }
-    nlohmann::json j = nlohmann::json::parse(r.value(), nullptr, false);
-    if (j.is_discarded()) {
-      std::cerr << "slrctl: " << p << " answered something that is not JSON\n";
+    j = nlohmann::json::parse(r.value(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+      std::cerr << "slrctl: " << p << " answered something that is not a JSON object\n";
       return kExitRuntime;
     }
-    if (j.contains("error")) {
-      std::cerr << "slrctl: " << p << ": " << j["error"].get<std::string>() << '\n';
-      return kExitRuntime;
-    }
-    if (as_json) {
-      std::cout << j.dump(2) << '\n';
-    } else {
-      print(j, std::cout);
-    }
+    path = p;
     return kExitOk;
   }
   std::cerr << "slrctl: no daemon reachable: " << last.message()
             << "\n(is `slrctl slr` or `slrctl host` running? use --socket PATH)\n";
   return kExitUnreachable;
+}
+
+std::string errorText(const nlohmann::json& e) {
+  return e.is_string() ? e.get<std::string>() : e.dump();
+}
+
+// status / hosts / flows: ask a daemon, print a table or the JSON.
+int query(const std::string& socket_opt, const std::string& request, bool as_json,
+          void (*print)(const nlohmann::json&, std::ostream&)) {
+  nlohmann::json j;
+  std::string p;
+  if (int rc = fetch(socket_opt, request, j, p); rc != kExitOk) return rc;
+  if (j.contains("error")) {
+    std::cerr << "slrctl: " << p << ": " << errorText(j["error"]) << '\n';
+    return kExitRuntime;
+  }
+  if (as_json) {
+    std::cout << j.dump(2) << '\n';
+  } else {
+    print(j, std::cout);
+  }
+  return kExitOk;
+}
+
+// explain PROTO SRC[:SPORT] DST[:DPORT]: the request line the SLR expects,
+// normalised ("explain tcp 10.0.1.2:40000 10.100.0.10:80"), or an error
+// message for the operator.  PROTO: tcp, udp, icmp (any case) or 0..255;
+// sent as the name for those three, as the number otherwise.  Ports are
+// required for TCP and UDP, optional for ICMP (the echo identifier; default
+// 0) and must be absent or 0 for protocols without ports.  IPv4 only, like
+// the data path.
+bool explainRequest(const std::string& proto_text, const std::string& src_text,
+                    const std::string& dst_text, std::string& request, std::string& err) {
+  std::string lower;
+  for (char c : proto_text) lower += char(std::tolower(static_cast<unsigned char>(c)));
+  int proto = -1;
+  if (lower == "tcp") {
+    proto = 6;
+  } else if (lower == "udp") {
+    proto = 17;
+  } else if (lower == "icmp") {
+    proto = 1;
+  } else if (!lower.empty() && lower.size() <= 3 &&
+             std::all_of(lower.begin(), lower.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    proto = std::stoi(lower);
+    if (proto > 255) proto = -1;
+  }
+  if (proto < 0) {
+    err = "PROTO: expected tcp, udp, icmp or a protocol number 0..255, got '" + proto_text + "'";
+    return false;
+  }
+  const bool has_ports = proto == 6 || proto == 17;
+  const std::string pname = proto == 6 ? "tcp" : proto == 17 ? "udp" : proto == 1 ? "icmp"
+                                                                                   : std::to_string(proto);
+  auto endpoint = [&](const std::string& what, const std::string& text, std::string& out) {
+    std::string addr = text, port;
+    if (auto colon = text.rfind(':'); colon != std::string::npos) {
+      addr = text.substr(0, colon);
+      port = text.substr(colon + 1);
+      if (port.empty()) {
+        err = what + ": empty port in '" + text + "'";
+        return false;
+      }
+    }
+    auto a = slr::IpAddress::parse(addr);
+    if (!a || !a->isV4()) {
+      err = what + ": expected an IPv4 address" + (has_ports ? ":port" : "[:port]") + ", got '" +
+            text + "'";
+      return false;
+    }
+    unsigned long n = 0;
+    if (port.empty()) {
+      if (has_ports) {
+        err = what + ": " + pname + " needs a port: expected ADDRESS:PORT, got '" + text + "'";
+        return false;
+      }
+    } else {
+      if (port.size() > 5 ||
+          !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+          (n = std::stoul(port)) > 65535) {
+        err = what + ": expected a port 0..65535, got '" + port + "'";
+        return false;
+      }
+      if (!has_ports && proto != 1 && n != 0) {
+        err = what + ": protocol " + pname + " has no ports, got port " + port;
+        return false;
+      }
+    }
+    out = a->str() + ":" + std::to_string(n);
+    return true;
+  };
+  std::string src, dst;
+  if (!endpoint("SRC", src_text, src) || !endpoint("DST", dst_text, dst)) return false;
+  request = "explain " + pname + " " + src + " " + dst;
+  return true;
+}
+
+// Exit: 0 with a choice; kExitNegative when the flow is for a VIP but no next
+// hop can take it (the SLR explains why in "error": no route, none
+// eligible); kExitRuntime when the request itself failed ("error" and no
+// VIP: bad request, not a VIP, or a daemon that does not know `explain`).
+int explain(const std::string& socket_opt, const std::string& request, bool as_json) {
+  nlohmann::json j;
+  std::string p;
+  if (int rc = fetch(socket_opt, request, j, p); rc != kExitOk) return rc;
+  const bool chosen = j.contains("choice") && j["choice"].is_object();
+  const bool for_vip = j.contains("vip") && j["vip"].is_string();
+  const bool failed = j.contains("error") && !chosen && !for_vip;
+  if (as_json) {
+    std::cout << j.dump(2) << '\n';
+  } else if (!failed) {
+    slr::cli::printExplain(j, std::cout);
+  }
+  if (failed) {
+    std::cerr << "slrctl: " << p << ": " << errorText(j["error"]) << '\n';
+    return kExitRuntime;
+  }
+  return chosen ? kExitOk : kExitNegative;
 }
 
 }  // namespace
@@ -132,6 +294,15 @@ int main(int argc, char** argv) {
     c->add_flag("--json", as_json, "print the daemon's JSON document");
   }
   flows_cmd->add_option("-n,--limit", limit, "show at most this many flows (default 100)");
+  std::string ex_proto, ex_src, ex_dst;
+  auto* explain_cmd = app.add_subcommand(
+      "explain", "which next hop a running SLR would give a flow now, and why (sends no traffic)");
+  explain_cmd->add_option("-s,--socket", socket_path, "status socket (default: /run/slrctl/slr.sock, then host.sock)");
+  explain_cmd->add_flag("--json", as_json, "print the daemon's JSON document");
+  explain_cmd->add_option("PROTO", ex_proto, "tcp, udp, icmp or a protocol number")->required();
+  explain_cmd->add_option("SRC", ex_src, "client ADDRESS[:PORT] (port required for tcp and udp)")->required();
+  explain_cmd->add_option("DST", ex_dst, "destination (VIP) ADDRESS[:PORT] (port required for tcp and udp)")
+      ->required();
   auto* version_cmd = app.add_subcommand("version", "print the version");
 
   try {
@@ -157,8 +328,10 @@ int main(int argc, char** argv) {
         printConfigError(c.error());
         return kExitUsage;
       }
+      std::string lua_note;
+      if (int rc = checkLuaPolicy(check_file, c->policy, lua_note); rc != kExitOk) return rc;
       std::cout << check_file << ": valid SLR configuration (" << c->vips.size() << " VIP subnet(s), "
-                << c->hosts.size() << " host(s))\n";
+                << c->hosts.size() << " host(s)" << lua_note << ")\n";
     } else {
       auto c = slr::config::loadHostConfig(check_file);
       if (!c) {
@@ -174,6 +347,14 @@ int main(int argc, char** argv) {
   if (hosts_cmd->parsed()) return query(socket_path, "hosts", as_json, slr::cli::printHosts);
   if (flows_cmd->parsed())
     return query(socket_path, "flows " + std::to_string(limit), as_json, slr::cli::printFlows);
+  if (explain_cmd->parsed()) {
+    std::string request, err;
+    if (!explainRequest(ex_proto, ex_src, ex_dst, request, err)) {
+      std::cerr << "slrctl explain: " << err << '\n';
+      return kExitUsage;
+    }
+    return explain(socket_path, request, as_json);
+  }
 
   if (slr_cmd->parsed()) {
     auto cfg = slr::config::loadSlrConfig(config_path);

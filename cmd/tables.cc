@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <initializer_list>
 #include <iomanip>
+#include <sstream>
+#include <utility>
 
 namespace slr::cli {
 namespace {
@@ -29,6 +32,28 @@ std::string str(const json& v) {
 
 std::string get(const json& j, const char* key) { return j.contains(key) ? str(j[key]) : "-"; }
 
+// Like get(), but an empty string is shown as "-" too.
+std::string getOrDash(const json& j, const char* key) {
+  std::string s = get(j, key);
+  return s.empty() ? "-" : s;
+}
+
+// A share of new flows (0..1) as a percentage; "-" when absent.
+std::string percent(const json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_number()) return "-";
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.0f%%", j[key].get<double>() * 100);
+  return buf;
+}
+
+// A next hop's state, marked when it is a standby (disaster-recovery) one.
+std::string hopState(const json& h) {
+  std::string s = get(h, "state");
+  if (h.contains("standby") && h["standby"].is_boolean() && h["standby"].get<bool>())
+    s += " (standby)";
+  return s;
+}
+
 }  // namespace
 
 void Table::print(std::ostream& out) const {
@@ -37,15 +62,18 @@ void Table::print(std::ostream& out) const {
   for (const auto& r : rows_)
     for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
   auto line = [&](const std::vector<std::string>& r, bool head) {
+    std::ostringstream l;
     for (size_t i = 0; i < w.size(); ++i) {
       const std::string& c = i < r.size() ? r[i] : std::string();
       bool right = !head && numeric(c);
       bool last = i + 1 == w.size();
-      // No padding after a left-aligned last column: no trailing blanks.
-      out << (right ? std::right : std::left) << std::setw(last && !right ? 0 : int(w[i])) << c;
-      out << (last ? "" : "  ");
+      l << (right ? std::right : std::left) << std::setw(int(w[i])) << c << (last ? "" : "  ");
     }
-    out << std::left << '\n';
+    // No trailing blanks (a left-aligned last column, or empty cells at the
+    // end of a continuation row).
+    std::string text = l.str();
+    text.erase(text.find_last_not_of(' ') + 1);
+    out << text << '\n';
   };
   line(header_, true);
   for (const auto& r : rows_) line(r, false);
@@ -123,32 +151,85 @@ void printStatus(const json& j, std::ostream& out) {
     }
   }
   out << (any ? "" : " none") << '\n';
+  // Hierarchy (absent from daemons that predate it: then nothing is shown).
+  if (j.contains("level") && j["level"].is_object()) {
+    const json lv = j["level"];
+    const json ups = lv.value("upstreams", json::array());
+    out << '\n';
+    if (ups.empty()) {
+      out << "upstream SLRs: none (top level)\n";
+    } else {
+      Table u({"UPSTREAM", "ADDRESS", "STATE", "UPDATES", "LAST ERROR"});
+      for (const auto& e : ups)
+        u.add({get(e, "name"), get(e, "address"), get(e, "state"), get(e, "updates_sent"),
+               getOrDash(e, "last_error")});
+      u.print(out);
+    }
+    out << "lower SLRs up: " << get(lv, "children_slr");
+    if (lv.contains("tunnel_rx")) out << "; packets tunnelled from upstream SLRs: " << get(lv, "tunnel_rx");
+    out << '\n';
+  }
+  if (j.contains("shortcut") && j["shortcut"].is_object()) {
+    const json sc = j["shortcut"];
+    out << "\nshortcut: " << (sc.value("enabled", false) ? "on" : "off");
+    if (sc.contains("wait_ms")) out << " (wait " << get(sc, "wait_ms") << "ms)";
+    out << '\n';
+    // Only the counters this daemon reports, in a fixed order.
+    auto counters = [&](const char* title, std::initializer_list<std::pair<const char*, const char*>> keys) {
+      std::string line;
+      for (const auto& [key, label] : keys) {
+        if (!sc.contains(key)) continue;
+        line += (line.empty() ? "" : ", ") + std::string(label) + ' ' + str(sc[key]);
+      }
+      if (!line.empty()) out << "  " << title << ": " << line << '\n';
+    };
+    counters("signals", {{"sent", "sent"},
+                         {"send_dropped", "send dropped"},
+                         {"relayed", "relayed"},
+                         {"received", "received"},
+                         {"ignored", "ignored"},
+                         {"refused", "refused"},
+                         {"queue_full", "queue full"},
+                         {"applied", "applied"},
+                         {"unknown", "unknown"}});
+    counters("packets", {{"packets", "sent by shortcut"},
+                         {"held_packets", "held"},
+                         {"released_packets", "released"},
+                         {"hold_timeouts", "hold timeouts"},
+                         {"hold_overflow", "not held (overflow)"}});
+  }
+  if (j.contains("policy_functions") && j["policy_functions"].is_object()) {
+    const json pf = j["policy_functions"];
+    std::string state = getOrDash(pf, "lua");
+    const bool off = state == "-" || state == "off";
+    out << "\nLua policy: " << (off ? "off (built-in F and G)" : state);
+    if (!off && pf.contains("calls"))
+      out << "; " << get(pf, "calls") << " calls, " << get(pf, "errors") << " errors";
+    std::string last = getOrDash(pf, "last_error");
+    if (last != "-") out << "; last error: " << last;
+    out << '\n';
+  }
 }
 
 void printHosts(const json& j, std::ostream& out) {
-  Table t({"HOST", "TUNNEL", "STATE", "SUBNET", "LOAD", "COST", "SHARE", "ACTIVE", "FLOWS",
+  Table t({"HOST", "ROLE", "TUNNEL", "STATE", "SUBNET", "LOAD", "COST", "SHARE", "ACTIVE", "FLOWS",
            "PACKETS", "LAST UPDATE", "NOTE"});
   for (const auto& h : j.value("hosts", json::array())) {
     std::string ago = h.contains("last_update_ms_ago") && !h["last_update_ms_ago"].is_null()
                           ? str(h["last_update_ms_ago"]) + "ms ago"
                           : "never";
     const json subs = h.value("subnets", json::array());
-    std::string note = get(h, "last_error");
-    if (note.empty()) note = "-";
+    std::string note = getOrDash(h, "last_error");
+    std::string state = hopState(h);
     if (subs.empty()) {
-      t.add({get(h, "name"), get(h, "tunnel_address"), get(h, "state"), "-", "-", "-", "-",
+      t.add({get(h, "name"), get(h, "role"), get(h, "tunnel_address"), state, "-", "-", "-", "-",
              get(h, "active_flows"), get(h, "flows"), get(h, "packets"), ago, note});
     }
     bool first = true;
     for (const auto& s : subs) {
-      std::string share = "-";
-      if (s.contains("share")) {
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "%.0f%%", s["share"].get<double>() * 100);
-        share = buf;
-      }
-      t.add({first ? get(h, "name") : "", first ? get(h, "tunnel_address") : "",
-             first ? get(h, "state") : "", get(s, "prefix"), get(s, "load"), get(s, "cost"), share,
+      t.add({first ? get(h, "name") : "", first ? get(h, "role") : "",
+             first ? get(h, "tunnel_address") : "", first ? state : "", get(s, "prefix"),
+             get(s, "load"), get(s, "cost"), percent(s, "share"),
              first ? get(h, "active_flows") : "", first ? get(h, "flows") : "",
              first ? get(h, "packets") : "", first ? ago : "", first ? note : ""});
       first = false;
@@ -165,6 +246,53 @@ void printFlows(const json& j, std::ostream& out) {
   t.print(out);
   out << "(" << j.value("flows", json::array()).size() << " shown, " << get(j, "total")
       << " active)\n";
+}
+
+void printExplain(const json& j, std::ostream& out) {
+  auto orNone = [&](const char* key) {
+    std::string s = j.contains(key) && !j[key].is_null() ? str(j[key]) : "";
+    return s.empty() ? std::string("none") : s;
+  };
+  out << "flow:      " << get(j, "flow") << '\n'
+      << "vip:       " << orNone("vip") << '\n'
+      << "route:     " << orNone("route") << '\n'
+      << "region:    " << orNone("region") << '\n'
+      << "class:     " << get(j, "class") << '\n'
+      << "affinity:  " << get(j, "affinity") << '\n'
+      << "policy:    " << get(j, "policy") << '\n'
+      << "mode:      " << get(j, "mode") << '\n';
+  out << "existing:  ";
+  if (j.contains("existing") && j["existing"].is_object()) {
+    const json& e = j["existing"];
+    out << get(e, "next_hop") << " -> " << get(e, "endpoint") << ", " << get(e, "state");
+    if (e.value("shortcut", false)) out << ", shortcut";
+    out << '\n';
+  } else {
+    out << "none (new flow)\n";
+  }
+  out << '\n';
+  Table t({"NEXT HOP", "ROLE", "TUNNEL", "LOAD", "ROUTE COST", "PROXIMITY", "WEIGHT", "STANDBY",
+           "AVAILABLE", "COST", "ELIGIBLE", "SHARE"});
+  for (const auto& c : j.value("candidates", json::array()))
+    t.add({get(c, "name"), get(c, "role"), get(c, "tunnel_address"), get(c, "load"),
+           get(c, "route_cost"), get(c, "proximity"), get(c, "weight"), get(c, "standby"),
+           get(c, "available"), get(c, "cost"), get(c, "eligible"), percent(c, "share")});
+  if (t.empty()) {
+    out << "candidates: none\n";
+  } else {
+    t.print(out);
+  }
+  out << "\nchoice:    ";
+  if (j.contains("choice") && j["choice"].is_object()) {
+    const json& c = j["choice"];
+    out << get(c, "next_hop") << " -> " << get(c, "endpoint") << '\n'
+        << "reason:    " << get(c, "reason") << '\n';
+    if (j.contains("error")) out << "error:     " << str(j["error"]) << '\n';
+  } else {
+    out << "none\n"
+        << "reason:    " << (j.contains("error") ? str(j["error"]) : "no next hop can take this flow now")
+        << '\n';
+  }
 }
 
 }  // namespace slr::cli

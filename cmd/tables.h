@@ -23,5 +23,8 @@ class Table {
 void printStatus(const nlohmann::json& j, std::ostream& out);
 void printHosts(const nlohmann::json& j, std::ostream& out);
 void printFlows(const nlohmann::json& j, std::ostream& out);
+// The SLR's answer to `explain PROTO SRC:SPORT DST:DPORT`: the flow and what
+// the SLR knows about it, one row per candidate next hop, and the choice.
+void printExplain(const nlohmann::json& j, std::ostream& out);
 
 }  // namespace slr::cli
