@@ -60,6 +60,9 @@ struct ForwardingSnapshot {
   std::vector<NextHop> next_hops;
   // Longest prefix first.  Looked up for new flows only.
   std::vector<RegionMatch> regions;
+  // Indexed by host id: the route cost added from the kernel's routing table
+  // at this rebuild ([policy] route_cost_source = "kernel"), for status.
+  std::vector<double> route_cost_extra;
 
   uint16_t regionOf(uint32_t src) const {
     for (const auto& r : regions) {

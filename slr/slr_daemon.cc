@@ -652,6 +652,7 @@ json SlrDaemon::hostsJson() {
                {"state", hostStateName(h.state)},
                {"weight", h.weight},
                {"route_cost", h.route_cost},
+               {"route_cost_kernel", h.id < snap->route_cost_extra.size() ? snap->route_cost_extra[h.id] : 0.0},
                {"subnets", subs},
                {"flows", fl[h.id]},
                {"active_flows", active[h.id]},
@@ -804,7 +805,8 @@ json SlrDaemon::explainJson(std::string_view args) {
          {"role", h.role == proto::Role::kSlr ? "slr" : "host"},
          {"tunnel_address", h.tunnel_address.empty() ? std::string("-") : h.tunnel_address.str()},
          {"load", load},
-         {"route_cost", h.route_cost},
+         {"route_cost", h.route_cost + (c.next_hop < snap->route_cost_extra.size()
+                                             ? snap->route_cost_extra[c.next_hop] : 0.0)},
          {"proximity", prox},
          {"weight", h.weight},
          {"standby", h.standby},

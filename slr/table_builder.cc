@@ -29,6 +29,9 @@ std::shared_ptr<const ForwardingSnapshot> TableBuilder::build(
     const std::tm* now) const {
   auto snap = std::make_shared<ForwardingSnapshot>();
   snap->next_hops.resize(host_count_);
+  snap->route_cost_extra.assign(host_count_, 0.0);
+  for (size_t i = 0; i < route_cost_extra.size() && i < host_count_; ++i)
+    snap->route_cost_extra[i] = route_cost_extra[i];
   std::vector<Prefix> prefixes;
   for (const auto& h : hosts) {
     if (h.state != HostState::kUp || h.id >= host_count_) continue;
