@@ -35,6 +35,8 @@
 #                            one client's connections are spread over ASs/sites,
 #                            which the tests need to see both ASs from one client)
 #   HOST_DECAP=eth0          kernel decapsulation on the hosts (as in lib.sh)
+#   HIER_FAST_PATH=eth0      the SLRs' kernel fast path on their uplink (as
+#                            lib.sh's SLR_FAST_PATH, on every SLR)
 #   HIER_LOG_LEVEL           log_level of the SLRs (default info)
 # Per-test config tweaks (associative arrays, set before hier_write_configs):
 #   HIER_ROUTE_COST[parent/child]=X   [[host]].route_cost of child at parent
@@ -170,6 +172,7 @@ workers = ${SLR_WORKERS:-1}
 log_level = "${HIER_LOG_LEVEL:-info}"
 shortcut = $(_tf "${HIER_SHORTCUT:-0}")
 shortcut_wait = "${HIER_SHORTCUT_WAIT:-200ms}"
+fast_path_interfaces = [${HIER_FAST_PATH:+\"$HIER_FAST_PATH\"}]
 
 [tls]
 ca = "$PKI_DIR/ca.pem"
