@@ -113,11 +113,13 @@ void ControlServer::poll(int timeout_ms) {
   }
   for (auto& c : conns_) {
     // A registered peer that went away (stopped agent or SLR, crash, reset):
-    // withdraw it now, not a hold time later.  A replaced session is left alone.
+    // no new flows for it from now on; the hold time still decides when its
+    // established flows move.  A replaced session is left alone.
     if (c->phase == Conn::Phase::kDead && c->host >= 0 && c->session != 0 &&
         registry_.disconnect(uint16_t(c->host), c->session, now)) {
       LOG_WARN("control", (c->role_slr ? "slr " : "host ") + c->host_name +
-                              " withdrawn: its control connection closed");
+                              ": control connection closed; no new flows, established ones keep "
+                              "their path until the hold time");
     }
   }
   conns_.remove_if([](const auto& c) { return c->phase == Conn::Phase::kDead; });

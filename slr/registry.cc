@@ -9,6 +9,7 @@ const char* hostStateName(HostState s) {
     case HostState::kConfigured: return "configured";
     case HostState::kUp: return "up";
     case HostState::kWithdrawn: return "withdrawn";
+    case HostState::kDisconnected: return "disconnected";
   }
   return "?";
 }
@@ -61,7 +62,7 @@ HostRegistry::UpdateResult HostRegistry::update(uint16_t id, uint64_t session,
     if (!ok) {
       std::string why = "subnet " + e.prefix.str() + " not authorised for host " + h.name;
       h.last_error = why;
-      if (h.state == HostState::kUp) {
+      if (forwards(h.state)) {
         h.state = HostState::kWithdrawn;
         h.state_since = now;
       }
@@ -84,10 +85,10 @@ bool HostRegistry::disconnect(uint16_t id, uint64_t session, Clock::time_point n
   std::lock_guard lk(mu_);
   auto& h = hosts_.at(id);
   if (session != h.session || h.state != HostState::kUp) return false;
-  h.state = HostState::kWithdrawn;
+  h.state = HostState::kDisconnected;
   h.state_since = now;
   h.last_error = "control connection closed";
-  h.subnets.clear();
+  for (auto& sub : h.subnets) sub.available = false;
   return true;
 }
 
@@ -103,7 +104,7 @@ void HostRegistry::refuse(uint16_t id, const std::string& why, Clock::time_point
   std::lock_guard lk(mu_);
   auto& h = hosts_.at(id);
   h.last_error = why;
-  if (h.state == HostState::kUp) {
+  if (forwards(h.state)) {
     h.state = HostState::kWithdrawn;
     h.state_since = now;
   }
@@ -114,7 +115,7 @@ std::vector<std::string> HostRegistry::expire(Clock::time_point now, Clock::dura
   std::lock_guard lk(mu_);
   std::vector<std::string> out;
   for (auto& h : hosts_) {
-    if (h.state == HostState::kUp && now - h.last_update > hold) {
+    if (forwards(h.state) && now - h.last_update > hold) {
       h.state = HostState::kWithdrawn;
       h.state_since = now;
       h.last_error = "silent for longer than the hold time";

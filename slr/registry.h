@@ -22,8 +22,13 @@ enum class HostState : uint8_t {
   kConfigured,  // allowed by config, never registered (or registration refused)
   kUp,          // registered and advertising within the hold time
   kWithdrawn,   // was up, then silent for the hold time or refused
+  // Its control connection closed: no new flows (every subnet unavailable),
+  // established flows still forwarded until the hold time withdraws it.
+  kDisconnected,
 };
-const char* hostStateName(HostState s);  // "configured" | "up" | "withdrawn"
+// Next hops that still carry their established flows.
+inline bool forwards(HostState s) { return s == HostState::kUp || s == HostState::kDisconnected; }
+const char* hostStateName(HostState s);  // "configured" | "up" | "withdrawn" | "disconnected"
 
 struct AdvertisedSubnet {
   Prefix prefix;
@@ -66,9 +71,11 @@ class HostRegistry {
   // UPDATE.
   uint64_t hello(uint16_t id, const proto::Hello& hello, Clock::time_point now);
 
-  // A control connection that carried a live session closed: withdraw at
-  // once rather than after the hold time (a stopped SLR or agent says so by
-  // closing).  No-op when `session` was already replaced.
+  // A control connection that carried a live session closed: no new flows
+  // for it at once (a stopped SLR or agent says so by closing), but its
+  // established flows keep their path until the hold time withdraws it (an
+  // agent restarted within the hold time loses none).  No-op when `session`
+  // was already replaced.
   bool disconnect(uint16_t id, uint64_t session, Clock::time_point now);
 
   // Whether `prefix` lies inside one of the host's authorised subnets.

@@ -334,7 +334,7 @@ void SlrDaemon::drainShortcuts(size_t upstream, std::vector<std::byte>& out) {
 std::vector<double> SlrDaemon::kernelRouteCosts(const std::vector<HostRecord>& hosts) {
   std::vector<double> extra(cfg_.hosts.size(), 0.0);
   for (const auto& h : hosts) {
-    if (h.state != HostState::kUp || h.id >= extra.size() || h.tunnel_address.empty()) continue;
+    if (!forwards(h.state) || h.id >= extra.size() || h.tunnel_address.empty()) continue;
     auto r = nl::routeGetFibMatch(h.tunnel_address);
     if (r) extra[h.id] = double(r->metric) * cfg_.policy.route_metric_scale;
   }

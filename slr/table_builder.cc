@@ -34,7 +34,7 @@ std::shared_ptr<const ForwardingSnapshot> TableBuilder::build(
     snap->route_cost_extra[i] = route_cost_extra[i];
   std::vector<Prefix> prefixes;
   for (const auto& h : hosts) {
-    if (h.state != HostState::kUp || h.id >= host_count_) continue;
+    if (!forwards(h.state) || h.id >= host_count_) continue;
     NextHop& nh = snap->next_hops[h.id];
     nh.tunnel_v4 = h.tunnel_address.v4HostOrder();
     nh.up = true;
@@ -68,7 +68,7 @@ std::shared_ptr<const ForwardingSnapshot> TableBuilder::build(
     cands.clear();
     bool any_slr = false;
     for (const auto& h : hosts) {
-      if (h.state != HostState::kUp || h.id >= host_count_) continue;
+      if (!forwards(h.state) || h.id >= host_count_) continue;
       const AdvertisedSubnet* best = nullptr;
       for (const auto& s : h.subnets) {
         if (s.prefix.contains(p) && (best == nullptr || s.prefix.len > best->prefix.len)) best = &s;

@@ -152,6 +152,31 @@ TEST(TableBuilder, MoreSpecificAdvertisementWinsAndWithdrawnHostsLeave) {
   EXPECT_EQ(r->stateless.pick(12345, rr), 0);
 }
 
+TEST(HostRegistry, ClosedConnectionStopsNewFlowsButKeepsEstablishedUntilHold) {
+  HostRegistry r(twoHosts());
+  auto t0 = Clock::now();
+  uint64_t s = r.hello(0, hostHello("10.0.3.11"), t0);
+  ASSERT_TRUE(r.update(0, s, update({{"10.100.0.0/24", 0.1}}), t0).ok());
+  EXPECT_FALSE(r.disconnect(0, s + 1, t0));  // a replaced session: nothing happens
+  EXPECT_TRUE(r.disconnect(0, s, t0));
+  auto h = r.snapshot()[0];
+  EXPECT_EQ(h.state, HostState::kDisconnected);
+  ASSERT_EQ(h.subnets.size(), 1u);
+  EXPECT_FALSE(h.subnets[0].available);
+  // The table keeps it as a next hop (established flows) but never picks it.
+  TableBuilder b(makeLeastCost(0.0), 2);
+  auto snap = b.build(r.snapshot());
+  EXPECT_TRUE(snap->next_hops[0].up);
+  const RouteEntry* rt = snap->route(0x0a64000a);
+  ASSERT_NE(rt, nullptr);
+  EXPECT_TRUE(rt->selection.empty());
+  // The hold time still withdraws it; a new session brings it back first.
+  EXPECT_EQ(r.expire(t0 + 10s, 3s), std::vector<std::string>{"host1"});
+  uint64_t s2 = r.hello(0, hostHello("10.0.3.11"), t0 + 11s);
+  ASSERT_TRUE(r.update(0, s2, update({{"10.100.0.0/24", 0.1}}), t0 + 11s).ok());
+  EXPECT_EQ(r.snapshot()[0].state, HostState::kUp);
+}
+
 // Hierarchy: a lower SLR registered like a host, standby next hops,
 // client regions, client affinity and the aggregate G reported upwards.
 TEST(TableBuilder, StandbyTakesNewFlowsOnlyWhenNoPrimaryCan) {
