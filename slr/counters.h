@@ -48,6 +48,7 @@ struct alignas(64) WorkerCounters {
   Counter tx_packets{0}, tx_bytes{0};
   Counter flows_created{0};
   Counter flows_rerouted{0};        // flow's host went away; re-selected
+  Counter flows_midstream{0};       // state created for a TCP segment without SYN (stateless pick)
   Counter stateless_forwarded{0};   // table full, forwarded by consistent hash
   Counter icmp_too_big_sent{0};
   Counter active_flows{0};          // table size after the last batch

@@ -453,7 +453,7 @@ json SlrDaemon::statusJson() {
   j["policy"] = cfg_.policy.algorithm;
   j["workers"] = workers_.size();
   uint64_t rx = 0, tx = 0, rxb = 0, txb = 0, created = 0, expired = 0, full = 0, stateless = 0,
-           active = 0, rerouted = 0, icmp = 0;
+           active = 0, rerouted = 0, icmp = 0, midstream = 0;
   std::vector<uint64_t> parse(size_t(ParseError::kCount), 0), drops(size_t(Drop::kCount), 0);
   std::vector<uint64_t> vp(cfg_.vips.size()), vb(cfg_.vips.size()), vf(cfg_.vips.size());
   size_t capacity = 0;
@@ -469,6 +469,7 @@ json SlrDaemon::statusJson() {
     stateless += read(c.stateless_forwarded);
     active += read(c.active_flows);
     rerouted += read(c.flows_rerouted);
+    midstream += read(c.flows_midstream);
     icmp += read(c.icmp_too_big_sent);
     for (size_t i = 1; i < parse.size(); ++i) parse[i] += read(c.parse_drops[i]);
     for (size_t i = 0; i < drops.size(); ++i) drops[i] += read(c.drops[i]);
@@ -503,7 +504,7 @@ json SlrDaemon::statusJson() {
                     {"installed", installed},            {"install_failed", install_failed}};
   j["flows"] = {{"active", active},   {"capacity", capacity},   {"created", created},
                 {"expired", expired}, {"table_full", full},     {"stateless_forwarded", stateless},
-                {"rerouted", rerouted}, {"on_full", std::string(config::onFullName(cfg_.flows.on_full))}};
+                {"rerouted", rerouted}, {"midstream", midstream}, {"on_full", std::string(config::onFullName(cfg_.flows.on_full))}};
   json d = json::object();
   uint64_t total = 0;
   for (size_t i = 1; i < parse.size(); ++i) {

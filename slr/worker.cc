@@ -26,6 +26,8 @@ constexpr size_t kHoldSlots = 256;            // held packets per worker
 constexpr size_t kHoldBuf = 2048;             // larger packets are never held
 constexpr size_t kMaxEndpoints = 4096;        // distinct shortcut endpoints per worker
 constexpr size_t kTxSlots = Worker::kBatch + kHoldSlots;
+constexpr uint8_t kTcpSynFlag = FlowTable::kTcpSyn;
+constexpr uint8_t kTcpAckFlag = FlowTable::kTcpAck;
 
 uint32_t v4(const std::array<uint8_t, 16>& b) {
   return (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | uint32_t(b[3]);
@@ -281,6 +283,17 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
     }
     FlowTable::touch(*e, info.tcp_flags, now_ms);
     nh = e->next_hop;
+    // A SYN from above for a flow we know: the SLR above lost the flow (a
+    // reused 5-tuple after it expired the old connection, a restart) while
+    // this level kept it, never having seen the FIN.  Signal the host again,
+    // or the ingress would hold the new connection's packets for nothing.
+    if (p.upstream >= 0 && (info.tcp_flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag) {
+      if (nh >= kShortcutBase) {
+        signalUp(*e, endpointOf(nh), true);
+      } else if (alive(nh) && !snap.next_hops[nh].is_slr) {
+        signalUp(*e, snap.next_hops[nh].tunnel_v4, false);
+      }
+    }
   } else {
     const RouteEntry* rt = snap.route(dst);
     if (rt == nullptr || rt->selection.empty()) return drop(Drop::k_no_host);
@@ -290,7 +303,17 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       uint64_t unused = 0;
       nh = rt->stateless.pick(hash, unused);
     } else {
-      nh = pick(*rt, p);
+      // A TCP segment without SYN and without state here is the middle of a
+      // connection: it may have been forwarded statelessly while the table
+      // was full (or before a restart).  Keep it where stateless forwarding
+      // sends it; the policy picks for new connections only.
+      if (info.key.proto == kProtoTcp && !(info.tcp_flags & kTcpSynFlag)) {
+        uint64_t unused = 0;
+        nh = rt->stateless.pick(hash, unused);
+        bump(counters_->flows_midstream);
+      } else {
+        nh = pick(*rt, p);
+      }
       e = table_->insert(info.key, hash, nh, next_label_,
                          FlowTable::initialState(info.key.proto, info.tcp_flags), now_ms);
       if (e != nullptr) {

@@ -43,6 +43,7 @@
 #   HIER_STANDBY[parent/child]=1      [[host]].standby of child at parent
 #   HIER_LUA[slr]='...'               [policy].lua of that SLR (inline source)
 #   HIER_POLICY_EXTRA[slr]='...'      extra lines appended to its [policy]
+#   HIER_TCP_CLOSING[slr]=1s          its [flows.timeouts] tcp_closing
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -83,7 +84,7 @@ declare -A HCHILDREN=(
 )
 
 declare -A SPID=() HPID=() WPID=()        # SLR, host agent, HTTP server pids by name
-declare -A HIER_ROUTE_COST=() HIER_STANDBY=() HIER_LUA=() HIER_POLICY_EXTRA=()
+declare -A HIER_ROUTE_COST=() HIER_STANDBY=() HIER_LUA=() HIER_POLICY_EXTRA=() HIER_TCP_CLOSING=()
 
 # Names of the hosts below an SLR (itself if it is a host).
 hosts_below() {
@@ -186,7 +187,7 @@ on_full = "stateless"
 [flows.timeouts]
 tcp_syn = "10s"
 tcp_established = "300s"
-tcp_closing = "10s"
+tcp_closing = "${HIER_TCP_CLOSING[$n]:-10s}"
 udp = "30s"
 other = "30s"
 
