@@ -31,6 +31,9 @@
 # --enforce); 1 a path could not be measured, or --enforce and slrctl missed
 # a target; 2 usage; 77 not root (skip).
 set -u
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib_bench.sh
+. "$BENCH_DIR/lib_bench.sh"
 
 usage() {
   cat >&2 <<'EOF'
@@ -50,44 +53,18 @@ EOF
   exit 2
 }
 
-BENCH_SLRCTL=""
-SLRBENCH=""
-OUT=""
-RUNS=3
-DURATION=5
-CONCURRENCY=32
+# The other options' defaults: lib_bench.sh.
 BULK_BYTES=2G
-STREAMS=4
 PATHS="direct,haproxy,slrctl,slrctl-fp,slrctl-kernel"
-WORKERS=1
 ENFORCE=0
-CRR_TARGET=0.80
-BULK_TARGET=0.95
-PORT=80
 
 while (($#)); do
   case $1 in
-    --slrctl) BENCH_SLRCTL=${2:-}; shift 2 ;;
-    --slrbench) SLRBENCH=${2:-}; shift 2 ;;
-    --out) OUT=${2:-}; shift 2 ;;
-    --runs) RUNS=${2:-}; shift 2 ;;
-    --duration) DURATION=${2:-}; shift 2 ;;
-    --concurrency) CONCURRENCY=${2:-}; shift 2 ;;
-    --bulk-bytes) BULK_BYTES=${2:-}; shift 2 ;;
-    --streams) STREAMS=${2:-}; shift 2 ;;
-    --paths) PATHS=${2:-}; shift 2 ;;
-    --workers) WORKERS=${2:-}; shift 2 ;;
     --enforce) ENFORCE=1; shift ;;
-    --keep) export SLR_E2E_KEEP=1; shift ;;
-    -h|--help) usage ;;
-    *) echo "netbench: unknown argument '$1'" >&2; usage ;;
+    *) bench_option netbench "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
-[[ -n "$SLRBENCH" ]] || { echo "netbench: --slrbench is required" >&2; usage; }
-[[ "$RUNS" =~ ^[1-9][0-9]?$ ]] || { echo "netbench: --runs: expected 1..99, got '$RUNS'" >&2; usage; }
-[[ "$DURATION" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "netbench: --duration: expected seconds, got '$DURATION'" >&2; usage; }
-[[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] || { echo "netbench: --concurrency: expected a number, got '$CONCURRENCY'" >&2; usage; }
-[[ "$STREAMS" =~ ^[1-9][0-9]*$ ]] || { echo "netbench: --streams: expected a number, got '$STREAMS'" >&2; usage; }
+bench_check_options netbench
 [[ "$WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "netbench: --workers: expected 1..64, got '$WORKERS'" >&2; usage; }
 declare -A WANT=()
 IFS=, read -ra _p <<<"$PATHS"
@@ -96,20 +73,8 @@ for x in "${_p[@]}"; do
 done
 [[ -n "${WANT[slrctl]:-}${WANT[slrctl-fp]:-}${WANT[slrctl-kernel]:-}" && -z "$BENCH_SLRCTL" ]] && { echo "netbench: --slrctl is required for the slrctl path" >&2; usage; }
 
-abspath() { [[ "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
-SLRBENCH=$(abspath "$SLRBENCH")
-[[ -x "$SLRBENCH" ]] || { echo "netbench: slrbench not executable: $SLRBENCH" >&2; exit 2; }
-if [[ -n "$BENCH_SLRCTL" ]]; then
-  BENCH_SLRCTL=$(abspath "$BENCH_SLRCTL")
-  [[ -x "$BENCH_SLRCTL" ]] || { echo "netbench: slrctl not executable: $BENCH_SLRCTL" >&2; exit 2; }
-fi
-[[ -n "$OUT" ]] && OUT=$(abspath "$OUT")
-if [[ -n "${WANT[haproxy]:-}" ]] && ! command -v haproxy >/dev/null; then
-  echo "netbench: haproxy not installed (apt-get install haproxy), or leave it out with --paths" >&2
-  exit 2
-fi
+bench_check_files netbench
 
-BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../e2e/lib.sh
 . "$BENCH_DIR/../e2e/lib.sh"
 [[ -n "$BENCH_SLRCTL" ]] && SLRCTL=$BENCH_SLRCTL
@@ -120,60 +85,33 @@ export SLR_LOG_LEVEL=warn HOST_LOG_LEVEL=warn SLR_FLOW_CAPACITY=1048576 SLR_WORK
 require_root
 e2e_init
 
-RESULTS=$RUN_DIR/results   # removed with the run directory by lib.sh's EXIT trap
-mkdir -p "$RESULTS" || die "mkdir $RESULTS"
-BENCH_FAILED=0
-
-bench_fail() { not_ok "$*"; BENCH_FAILED=1; }
+bench_results_init
 
 # ---------------------------------------------------------------- set-up
 
 note "netbench: runs=$RUNS duration=${DURATION}s concurrency=$CONCURRENCY bulk=${STREAMS}x$BULK_BYTES"
 topo_up 2 || die "topology with 2 hosts"
-# Client: a wide port range and TIME_WAIT reuse, so tens of thousands of
-# short connections never run out of ephemeral ports (slrbench also closes
-# with SO_LINGER 0, which leaves no TIME_WAIT at all).
-ns cli sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 >/dev/null
-ns slr sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 >/dev/null
+bench_client_ns cli
+bench_client_ns slr
 for i in 1 2; do
-  ns "h$i" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096 >/dev/null
-  _bg "h$i" "$RUN_DIR/slrbench-h$i.log" "$SLRBENCH" server --port $PORT --threads 2
+  bench_server "h$i"
 done
 
-# crr_ok TARGET: one short connections/s run completes at least one connection.
-# shellcheck disable=SC2317  # called through wait_for
-crr_ok() { ns cli "$SLRBENCH" crr --target "$1" --duration 0.3 --concurrency 1 --timeout-ms 500 >/dev/null 2>&1; }
 for i in 1 2; do
   wait_for 10 crr_ok "$(host_addr "$i"):$PORT" || die "slrbench server answers in h$i"
 done
 ok "slrbench servers up in h1, h2"
 
-# measure PATH TARGET: RUNS x (crr, bulk) into $RESULTS/PATH.{crr,bulk}.jsonl
-measure() {
-  local path=$1 target=$2 r out
-  : >"$RESULTS/$path.crr.jsonl"
-  : >"$RESULTS/$path.bulk.jsonl"
-  for ((r = 1; r <= RUNS; r++)); do
-    if out=$(ns cli timeout $(( ${DURATION%.*} + 20 )) "$SLRBENCH" crr --target "$target" \
-               --duration "$DURATION" --concurrency "$CONCURRENCY" 2>>"$RUN_DIR/client.log"); then
-      echo "$out" >>"$RESULTS/$path.crr.jsonl"
-      note "$path crr  run $r: $(json_get - '"%.0f conn/s, p50 %d us, p99 %d us, errors %d" % (d["connections_per_s"], d["p50_us"], d["p99_us"], d["errors"])' <<<"$out")"
-    else
-      bench_fail "$path: crr run $r to $target (${out:-no output})"
-      return 1
-    fi
-    if out=$(ns cli timeout 100 "$SLRBENCH" bulk --target "$target" --bytes "$BULK_BYTES" \
-               --streams "$STREAMS" --timeout 90 2>>"$RUN_DIR/client.log"); then
-      echo "$out" >>"$RESULTS/$path.bulk.jsonl"
-      note "$path bulk run $r: $(json_get - '"%.0f Mbit/s, %d bytes in %.2f s" % (d["throughput_mbps"], d["bytes"], d["seconds"])' <<<"$out")"
-    else
-      bench_fail "$path: bulk run $r to $target (${out:-no output})"
-      return 1
-    fi
-  done
-  ok "$path measured"
-  diag "$path"
+# crr_cli TARGET: one connections/s run from cli; prints its JSON.
+# shellcheck disable=SC2317  # called through bench_measure
+crr_cli() {
+  ns cli timeout $(( ${DURATION%.*} + 20 )) "$SLRBENCH" crr --target "$1" \
+    --duration "$DURATION" --concurrency "$CONCURRENCY" 2>>"$RUN_DIR/client.log"
 }
+
+# measure PATH TARGET: RUNS x (crr, bulk) into $RESULTS/PATH.{crr,bulk}.jsonl;
+# the first failed run ends the path (return 1).
+measure() { bench_measure "$1" "$2" crr_cli 0 && diag "$1"; }
 
 # diag PATH: interface counters (TUN/veth drops) and TCP/IP stack counters of
 # every namespace after PATH's runs, into the run directory (see --keep).
@@ -197,36 +135,7 @@ fi
 # --------------------------------------------------------------- haproxy
 
 if [[ -n "${WANT[haproxy]:-}" ]]; then
-  cat >"$RUN_DIR/haproxy.cfg" <<EOF
-global
-    maxconn 8000   # fds = 2 x maxconn + a few; the hard RLIMIT_NOFILE may be 20000
-    nbthread 2
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend vip
-    bind $VIP:$PORT
-    default_backend hosts
-backend hosts
-    balance roundrobin
-    server h1 $(host_addr 1):$PORT
-    server h2 $(host_addr 2):$PORT
-EOF
-  if ns slr ip addr add "$VIP/32" dev lo; then
-    _bg slr "$RUN_DIR/haproxy.log" haproxy -db -f "$RUN_DIR/haproxy.cfg"
-    HAPROXY_PID=$BG_PID
-    if wait_for 10 crr_ok "$VIP:$PORT"; then
-      measure haproxy "$VIP:$PORT"
-    else
-      bench_fail "haproxy answers on $VIP:$PORT (log: $(tail -n 5 "$RUN_DIR/haproxy.log" | tr '\n' ' '))"
-    fi
-    _kill_pids "$HAPROXY_PID"
-    ns slr ip addr del "$VIP/32" dev lo
-  else
-    bench_fail "add $VIP to lo in the slr namespace"
-  fi
+  bench_haproxy slr h1 "$(host_addr 1)" h2 "$(host_addr 2)"
 fi
 
 # ---------------------------------------------------------------- slrctl
@@ -260,22 +169,11 @@ slrctl_path() {
 
 # ---------------------------------------------------------------- report
 
-((BENCH_FAILED)) && dump_logs
-_SUMMARY_DONE=1   # our table is the summary, not lib.sh's "N passed" line
-"$PY" - "$RESULTS" "$OUT" "$CRR_TARGET" "$BULK_TARGET" "$ENFORCE" \
-  "$RUNS" "$DURATION" "$CONCURRENCY" "$BULK_BYTES" "$STREAMS" "$WORKERS" <<'PYEOF'
-import json, os, statistics, sys
-res, out, crr_t, bulk_t, enforce = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
+# Python: lib_bench.sh's BENCH_PY (res, out, crr_t, bulk_t, load, med,
+# path_figures, fmt, write_summary), then this.
+bench_report "$ENFORCE" "$RUNS" "$DURATION" "$CONCURRENCY" "$BULK_BYTES" "$STREAMS" "$WORKERS" <<'PYEOF'
+enforce = sys.argv[5] == "1"
 runs, duration, conc, bulk_bytes, streams, workers = sys.argv[6:12]
-
-def load(path, kind):
-    f = os.path.join(res, f"{path}.{kind}.jsonl")
-    if not os.path.exists(f):
-        return []
-    return [json.loads(l) for l in open(f) if l.strip()]
-
-def med(xs):
-    return statistics.median(xs) if xs else None
 
 summary = {"config": {"runs": int(runs), "crr_duration_s": float(duration), "concurrency": int(conc),
                       "bulk_bytes_per_stream": bulk_bytes, "streams": int(streams), "slr_workers": int(workers)},
@@ -285,13 +183,7 @@ for p in PATHS:
     crr, bulk = load(p, "crr"), load(p, "bulk")
     if not crr and not bulk:
         continue
-    summary["paths"][p] = {
-        "crr_runs": crr, "bulk_runs": bulk,
-        "connections_per_s": med([r["connections_per_s"] for r in crr]),
-        "p50_us": med([r["p50_us"] for r in crr]), "p99_us": med([r["p99_us"] for r in crr]),
-        "crr_errors": sum(r["errors"] for r in crr),
-        "throughput_mbps": med([r["throughput_mbps"] for r in bulk]),
-        "complete": len(crr) == int(runs) and len(bulk) == int(runs)}
+    summary["paths"][p] = {"crr_runs": crr, "bulk_runs": bulk, **path_figures(crr, bulk, int(runs))}
 summary["slr_status"] = {}
 for p in PATHS[2:]:
     st = os.path.join(res, f"{p}-status.json")
@@ -314,8 +206,6 @@ for p in PATHS[1:]:
         summary["met"][p] = {"connections_per_s": None if rc is None else rc >= crr_t,
                              "throughput_mbps": None if rb is None else rb >= bulk_t}
 
-def fmt(v, f="{:.0f}"):
-    return "-" if v is None else f.format(v)
 def verdict(r, t):
     return "" if r is None else ("ok" if r >= t else "MISS")
 
@@ -343,16 +233,9 @@ for p, s in summary["slr_status"].items():
     pk = s.get("packets") or {}
     print(f"{p} SLR after the run: flows created {fl.get('created')}, table_full {fl.get('table_full')}, "
           f"packets userspace {pk.get('userspace')} / kernel {pk.get('fast_path')}, drops {drops or 'none'}")
-if out:
-    with open(out, "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    print(f"summary written to {out}")
+write_summary(summary)
 m = summary["met"].get("slrctl-kernel") or summary["met"].get("slrctl", {})
 if enforce and (not m or not all(v is True for v in m.values())):
     print("netbench: slrctl missed a target (--enforce)")
     sys.exit(1)
 PYEOF
-rc=$?
-((BENCH_FAILED)) && rc=1
-exit $rc

@@ -46,6 +46,9 @@
 # counters verified); 1 a path could not be measured or failed verification;
 # 2 usage; 77 not root (skip).
 set -u
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib_bench.sh
+. "$BENCH_DIR/lib_bench.sh"
 
 usage() {
   cat >&2 <<'EOF'
@@ -69,51 +72,30 @@ EOF
   exit 2
 }
 
-BENCH_SLRCTL=""
-SLRBENCH=""
-OUT=""
-RUNS=3
-DURATION=5
-CONCURRENCY=32
+# The other options' defaults: lib_bench.sh.
 BULK_BYTES=512M
-STREAMS=4
 PATHS="direct,haproxy,hier-off,hier-on"
 KERNEL=0
 SC_WAIT=20ms
-WORKERS=1
 CLOSING=1s
 CLIENTS=16
-CRR_TARGET=0.80
-BULK_TARGET=0.95
-PORT=80
 ALL_PATHS="direct haproxy hier-off hier-on hier-off-kernel hier-on-kernel"
 
 while (($#)); do
   case $1 in
-    --slrctl) BENCH_SLRCTL=${2:-}; shift 2 ;;
-    --slrbench) SLRBENCH=${2:-}; shift 2 ;;
-    --out) OUT=${2:-}; shift 2 ;;
-    --runs) RUNS=${2:-}; shift 2 ;;
-    --duration) DURATION=${2:-}; shift 2 ;;
-    --concurrency) CONCURRENCY=${2:-}; shift 2 ;;
-    --bulk-bytes) BULK_BYTES=${2:-}; shift 2 ;;
-    --streams) STREAMS=${2:-}; shift 2 ;;
-    --paths) PATHS=${2:-}; shift 2 ;;
     --kernel) KERNEL=1; shift ;;
-    --shortcut-wait) SC_WAIT=${2:-}; shift 2 ;;
-    --workers) WORKERS=${2:-}; shift 2 ;;
-    --closing) CLOSING=${2:-}; shift 2 ;;
-    --clients) CLIENTS=${2:-}; shift 2 ;;
-    --keep) export SLR_E2E_KEEP=1; shift ;;
-    -h|--help) usage ;;
-    *) echo "netbench_hier: unknown argument '$1'" >&2; usage ;;
+    --shortcut-wait | --closing | --clients)
+      (($# >= 2)) || { echo "netbench_hier: $1 needs a value" >&2; usage; }
+      case $1 in
+        --shortcut-wait) SC_WAIT=$2 ;;
+        --closing) CLOSING=$2 ;;
+        --clients) CLIENTS=$2 ;;
+      esac
+      shift 2 ;;
+    *) bench_option netbench_hier "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
-[[ -n "$SLRBENCH" ]] || { echo "netbench_hier: --slrbench is required" >&2; usage; }
-[[ "$RUNS" =~ ^[1-9][0-9]?$ ]] || { echo "netbench_hier: --runs: expected 1..99, got '$RUNS'" >&2; usage; }
-[[ "$DURATION" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "netbench_hier: --duration: expected seconds, got '$DURATION'" >&2; usage; }
-[[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] || { echo "netbench_hier: --concurrency: expected a number, got '$CONCURRENCY'" >&2; usage; }
-[[ "$STREAMS" =~ ^[1-9][0-9]*$ ]] || { echo "netbench_hier: --streams: expected a number, got '$STREAMS'" >&2; usage; }
+bench_check_options netbench_hier
 [[ "$BULK_BYTES" =~ ^[1-9][0-9]*[KMGkmg]?$ ]] || { echo "netbench_hier: --bulk-bytes: expected N[K|M|G], got '$BULK_BYTES'" >&2; usage; }
 [[ "$WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "netbench_hier: --workers: expected 1..64, got '$WORKERS'" >&2; usage; }
 [[ "$SC_WAIT" =~ ^[0-9]+(ms|s)$ ]] || { echo "netbench_hier: --shortcut-wait: expected e.g. 20ms, got '$SC_WAIT'" >&2; usage; }
@@ -132,20 +114,8 @@ HIER_WANTED=0
 for x in hier-off hier-on hier-off-kernel hier-on-kernel; do [[ -n "${WANT[$x]:-}" ]] && HIER_WANTED=1; done
 ((HIER_WANTED)) && [[ -z "$BENCH_SLRCTL" ]] && { echo "netbench_hier: --slrctl is required for the hierarchy paths" >&2; usage; }
 
-abspath() { [[ "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
-SLRBENCH=$(abspath "$SLRBENCH")
-[[ -x "$SLRBENCH" ]] || { echo "netbench_hier: slrbench not executable: $SLRBENCH" >&2; exit 2; }
-if [[ -n "$BENCH_SLRCTL" ]]; then
-  BENCH_SLRCTL=$(abspath "$BENCH_SLRCTL")
-  [[ -x "$BENCH_SLRCTL" ]] || { echo "netbench_hier: slrctl not executable: $BENCH_SLRCTL" >&2; exit 2; }
-fi
-[[ -n "$OUT" ]] && OUT=$(abspath "$OUT")
-if [[ -n "${WANT[haproxy]:-}" ]] && ! command -v haproxy >/dev/null; then
-  echo "netbench_hier: haproxy not installed (apt-get install haproxy), or leave it out with --paths" >&2
-  exit 2
-fi
+bench_check_files netbench_hier
 
-BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../e2e/lib_hier.sh
 . "$BENCH_DIR/../e2e/lib_hier.sh"
 [[ -n "$BENCH_SLRCTL" ]] && SLRCTL=$BENCH_SLRCTL
@@ -180,10 +150,7 @@ require_root
 e2e_init
 T_START=$SECONDS
 
-RESULTS=$RUN_DIR/results   # removed with the run directory by lib.sh's EXIT trap
-mkdir -p "$RESULTS" || die "mkdir $RESULTS"
-BENCH_FAILED=0
-bench_fail() { not_ok "$*"; BENCH_FAILED=1; }
+bench_results_init
 
 # ---------------------------------------------------------------- set-up
 
@@ -209,17 +176,13 @@ for ((k = 2; k <= CLIENTS; k++)); do
   CLIENT_NS+=("cli$k")
 done
 for c in "${CLIENT_NS[@]}"; do
-  ns "$c" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 >/dev/null
+  bench_client_ns "$c"
 done
-ns net sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 >/dev/null
+bench_client_ns net
 for h in "${HIER_HOSTS[@]}"; do
-  ns "$h" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096 >/dev/null
-  _bg "$h" "$RUN_DIR/slrbench-$h.log" "$SLRBENCH" server --port $PORT --threads 2
+  bench_server "$h"
 done
 
-# crr_ok TARGET: one short connections/s run completes at least one connection.
-# shellcheck disable=SC2317  # called through wait_for
-crr_ok() { ns cli "$SLRBENCH" crr --target "$1" --duration 0.3 --concurrency 1 --timeout-ms 500 >/dev/null 2>&1; }
 for h in "${HIER_HOSTS[@]}"; do
   wait_for 10 crr_ok "${HADDR[$h]}:$PORT" || die "slrbench server answers in $h"
 done
@@ -229,6 +192,7 @@ ok "slrbench servers up in all 8 hosts (after $((SECONDS - T_START))s)"
 # (--concurrency split between them); prints their results merged into one
 # JSON object: counts and rates summed, p50 the connection-weighted mean of
 # the clients' p50s, p99 the largest client p99.  Fails if any client fails.
+# shellcheck disable=SC2317  # called through bench_measure
 crr_clients() {
   local target=$1 k c pids=() rc=0
   for ((k = 0; k < CLIENTS; k++)); do
@@ -256,29 +220,7 @@ PYEOF
 # measure PATH TARGET: RUNS x (crr, bulk) into $RESULTS/PATH.{crr,bulk}.jsonl
 # A failed run is reported (and fails the bench) but the other runs go on, so
 # the path still shows figures; returns 1 when no crr run succeeded.
-measure() {
-  local path=$1 target=$2 r out fails=0
-  : >"$RESULTS/$path.crr.jsonl"
-  : >"$RESULTS/$path.bulk.jsonl"
-  for ((r = 1; r <= RUNS; r++)); do
-    if out=$(crr_clients "$target"); then
-      echo "$out" >>"$RESULTS/$path.crr.jsonl"
-      note "$path crr  run $r: $(json_get - '"%.0f conn/s, p50 %d us, p99 %d us, errors %d" % (d["connections_per_s"], d["p50_us"], d["p99_us"], d["errors"])' <<<"$out")"
-    else
-      bench_fail "$path: crr run $r to $target (${out:-no output})"; fails=$((fails + 1))
-    fi
-    if out=$(ns cli timeout 100 "$SLRBENCH" bulk --target "$target" --bytes "$BULK_BYTES" \
-               --streams "$STREAMS" --timeout 90 2>>"$RUN_DIR/client.log"); then
-      echo "$out" >>"$RESULTS/$path.bulk.jsonl"
-      note "$path bulk run $r: $(json_get - '"%.0f Mbit/s, %d bytes in %.2f s" % (d["throughput_mbps"], d["bytes"], d["seconds"])' <<<"$out")"
-    else
-      bench_fail "$path: bulk run $r to $target (${out:-no output})"; fails=$((fails + 1))
-    fi
-  done
-  [[ -s "$RESULTS/$path.crr.jsonl" ]] || return 1
-  ((fails == 0)) && ok "$path measured"
-  return 0
-}
+measure() { bench_measure "$1" "$2" crr_clients 1; }
 
 # ---------------------------------------------------------------- direct
 
@@ -294,37 +236,9 @@ fi
 # there, so the VIP is never both a local address and routed into a TUN.
 if [[ -n "${WANT[haproxy]:-}" ]]; then
   T0=$SECONDS
-  {
-    cat <<EOF
-global
-    maxconn 8000   # fds = 2 x maxconn + a few; the hard RLIMIT_NOFILE may be 20000
-    nbthread 2
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend vip
-    bind $VIP:$PORT
-    default_backend hosts
-backend hosts
-    balance roundrobin
-EOF
-    for h in "${HIER_HOSTS[@]}"; do echo "    server $h ${HADDR[$h]}:$PORT"; done
-  } >"$RUN_DIR/haproxy.cfg"
-  if ns net ip addr add "$VIP/32" dev lo; then
-    _bg net "$RUN_DIR/haproxy.log" haproxy -db -f "$RUN_DIR/haproxy.cfg"
-    HAPROXY_PID=$BG_PID
-    if wait_for 10 crr_ok "$VIP:$PORT"; then
-      measure haproxy "$VIP:$PORT"
-    else
-      bench_fail "haproxy answers on $VIP:$PORT (log: $(tail -n 5 "$RUN_DIR/haproxy.log" | tr '\n' ' '))"
-    fi
-    _kill_pids "$HAPROXY_PID"
-    ns net ip addr del "$VIP/32" dev lo
-  else
-    bench_fail "add $VIP to lo in the net namespace"
-  fi
+  SERVERS=()
+  for h in "${HIER_HOSTS[@]}"; do SERVERS+=("$h" "${HADDR[$h]}"); done
+  bench_haproxy net "${SERVERS[@]}"
   echo "$((SECONDS - T0))" >"$RESULTS/haproxy.seconds"
 fi
 
@@ -493,23 +407,13 @@ hier_path() {
 
 # ---------------------------------------------------------------- report
 
-((BENCH_FAILED)) && dump_logs
-_SUMMARY_DONE=1   # our table is the summary, not lib.sh's "N passed" line
-"$PY" - "$RESULTS" "$OUT" "$CRR_TARGET" "$BULK_TARGET" "$RUNS" "$DURATION" "$CONCURRENCY" \
-  "$BULK_BYTES" "$STREAMS" "$WORKERS" "$SC_WAIT" "$((SECONDS - T_START))" "$ALL_PATHS" "$CLOSING" "$CLIENTS" <<'PYEOF'
-import json, os, statistics, sys
-res, out, crr_t, bulk_t = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+# Python: lib_bench.sh's BENCH_PY (res, out, crr_t, bulk_t, load, med,
+# path_figures, fmt, write_summary), then this.
+bench_report "$RUNS" "$DURATION" "$CONCURRENCY" "$BULK_BYTES" "$STREAMS" "$WORKERS" "$SC_WAIT" \
+  "$((SECONDS - T_START))" "$ALL_PATHS" "$CLOSING" "$CLIENTS" <<'PYEOF'
 runs, duration, conc, bulk_bytes, streams, workers, sc_wait, elapsed = sys.argv[5:13]
 PATHS, closing, clients = sys.argv[13].split(), sys.argv[14], int(sys.argv[15])
 TARGETED = ("hier-on", "hier-on-kernel")
-
-def load(path, kind):
-    f = os.path.join(res, f"{path}.{kind}.jsonl")
-    if not os.path.exists(f):
-        return []
-    return [json.loads(l) for l in open(f) if l.strip()]
-def med(xs):
-    return statistics.median(xs) if xs else None
 
 summary = {"config": {"runs": int(runs), "crr_duration_s": float(duration), "concurrency": int(conc), "crr_clients": clients,
                       "bulk_bytes_per_stream": bulk_bytes, "streams": int(streams), "slr_workers": int(workers),
@@ -523,11 +427,7 @@ for p in PATHS:
     if not crr and not bulk and ver is None:
         continue
     sf = os.path.join(res, f"{p}.seconds")
-    s = {"connections_per_s": med([r["connections_per_s"] for r in crr]),
-         "p50_us": med([r["p50_us"] for r in crr]), "p99_us": med([r["p99_us"] for r in crr]),
-         "crr_errors": sum(r["errors"] for r in crr),
-         "throughput_mbps": med([r["throughput_mbps"] for r in bulk]),
-         "complete": len(crr) == int(runs) and len(bulk) == int(runs),
+    s = {**path_figures(crr, bulk, int(runs)),
          "seconds": int(open(sf).read()) if os.path.exists(sf) else None,
          "crr_runs": crr, "bulk_runs": bulk}
     if p.startswith("hier"):
@@ -546,8 +446,6 @@ for p, s in summary["paths"].items():
             ok = r is not None and s.get("verified", False) and s["complete"] and d["complete"]
             s.setdefault("target", {})[k] = None if not ok else ("MET" if r >= t else "MISSED")
 
-def fmt(v, f="{:.0f}"):
-    return "-" if v is None else f.format(v)
 print()
 print(f"netbench_hier: median of {runs} runs; crr {duration}s x {conc} concurrent from {clients} clients; "
       f"bulk {streams} x {bulk_bytes}; "
@@ -594,12 +492,5 @@ for s in short["paths"].values():
             s[k] = round(s[k], 1)
     s["ratio"] = {k: (None if v is None else round(v, 3)) for k, v in s["ratio"].items()}
 print("netbench_hier_summary: " + json.dumps(short, separators=(",", ":")))
-if out:
-    with open(out, "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    print(f"summary written to {out}")
+write_summary(summary)
 PYEOF
-rc=$?
-((BENCH_FAILED)) && rc=1
-exit $rc
