@@ -239,7 +239,9 @@ Status SlrDaemon::setup() {
     o.host_count = cfg_.hosts.size();
     o.fast_path = fast_path_.get();
     o.upstream_sources = upstream_sources;
-    o.tunnel_rx = i == 0 && !upstream_sources.empty();
+    o.tunnel_rx = !upstream_sources.empty();
+    o.tunnel_shard = uint16_t(i);
+    o.tunnel_shards = uint16_t(nworkers);
     o.shortcut = cfg_.slr.shortcut;
     o.shortcut_wait_ms = uint32_t(cfg_.slr.shortcut_wait.count());
     for (const auto& fd : upstream_wake_) o.upstream_wake.push_back(fd.get());
@@ -584,7 +586,12 @@ json SlrDaemon::statusJson() {
   size_t slr_children = 0;
   for (const auto& h : registry_.snapshot())
     slr_children += h.state == HostState::kUp && h.role == proto::Role::kSlr;
-  j["level"] = {{"upstreams", ups}, {"children_slr", slr_children}, {"tunnel_rx", tunnel_rx}};
+  json per_worker = json::array();
+  for (const auto& w : workers_) per_worker.push_back(read(w->counters().tunnel_rx));
+  j["level"] = {{"upstreams", ups},
+                {"children_slr", slr_children},
+                {"tunnel_rx", tunnel_rx},
+                {"tunnel_rx_per_worker", per_worker}};
   {
     std::lock_guard lk(snap_mu_);
     j["policy_functions"] = {{"lua", lua_state_},

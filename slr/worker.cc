@@ -1,5 +1,6 @@
 #include "slr/worker.h"
 
+#include <linux/filter.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -31,6 +32,50 @@ constexpr uint8_t kTcpAckFlag = FlowTable::kTcpAck;
 
 uint32_t v4(const std::array<uint8_t, 16>& b) {
   return (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | uint32_t(b[3]);
+}
+
+// Classic BPF on the raw IPIP socket: keep a packet only if its inner flow
+// hashes to this worker.  The filter sees the packet from the outer IPv4
+// header: inner source at 32, destination at 36, protocol at 29 and, for
+// TCP and UDP, ports at 40 (inner header without options; anything else
+// still lands on exactly one worker, just hashed on other bytes).  Packets too short to hash go to worker 0, which
+// counts them as malformed.  Flows, not packets, are split, so a flow's
+// state lives in one table.
+Status attachShardFilter(int fd, uint16_t shard, uint16_t shards) {
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),              // 0: A = length
+      BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 44, 0, 18),     // 1: too short to hash -> 20
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 32),             // 2: A = inner src
+      BPF_STMT(BPF_MISC | BPF_TAX, 0),                    // 3: X = A
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 36),             // 4: A = inner dst
+      BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),             // 5: A ^= X
+      BPF_STMT(BPF_MISC | BPF_TAX, 0),                    // 6: X = src ^ dst
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 29),             // 7: A = inner protocol
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 3, 0),       // 8: TCP -> 12
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 2, 0),      // 9: UDP -> 12
+      BPF_STMT(BPF_MISC | BPF_TXA, 0),                    // 10: others: addresses only
+      BPF_JUMP(BPF_JMP | BPF_JA, 2, 0, 0),                // 11: -> 14
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 40),             // 12: A = sport << 16 | dport
+      BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),             // 13: A ^= X
+      // Fold the high half (the source port) into the low half: a product's
+      // bit 16 depends on the factor's bits 0..16 only, and Linux hands out
+      // ephemeral ports of one parity.
+      BPF_STMT(BPF_MISC | BPF_TAX, 0),                    // 14
+      BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),            // 15
+      BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),             // 16: A ^= A >> 16
+      BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),   // 17: mix (Fibonacci hashing)
+      BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),            // 18
+      BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0),                // 19: -> 21
+      BPF_STMT(BPF_LD | BPF_IMM, 0),                      // 20: short: worker 0 counts the drop
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, shards),        // 21
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, shard, 0, 1),   // 22
+      BPF_STMT(BPF_RET | BPF_K, 0xFFFFFFFFu),             // 23: keep all of it
+      BPF_STMT(BPF_RET | BPF_K, 0),                       // 24: another worker's flow
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
+  if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+    return sysError("SO_ATTACH_FILTER on the raw IPIP socket (worker " + std::to_string(shard) + ")");
+  return Ok{};
 }
 
 }  // namespace
@@ -97,6 +142,10 @@ Status Worker::init() {
       return sysError("bind raw IPIP socket to tunnel_source");
     int rcvbuf = 8 << 20;
     (void)::setsockopt(tunnel_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (opts_.tunnel_shards > 1) {
+      if (auto st = attachShardFilter(tunnel_.get(), opts_.tunnel_shard, opts_.tunnel_shards); !st)
+        return st;
+    }
     rx_msgs_.resize(kBatch);
     rx_iov_.resize(kBatch);
   }

@@ -57,10 +57,14 @@ struct WorkerOptions {
   FastPath* fast_path = nullptr;  // kernel fast path, or nullptr (owned by the daemon)
 
   // Hierarchy.  upstream_sources[u]: tunnel source of [[upstream]] u (host
-  // order).  tunnel_rx: this worker terminates tunnels from them (raw IPIP
-  // socket; one worker per SLR, since every raw socket sees every packet).
+  // order).  tunnel_rx: this worker terminates tunnels from them on its own
+  // raw IPIP socket.  Every raw socket sees every packet, so with
+  // tunnel_shards > 1 a socket filter keeps only the flows whose inner
+  // addresses and ports hash to tunnel_shard: each flow has one owner.
   std::vector<uint32_t> upstream_sources;
   bool tunnel_rx = false;
+  uint16_t tunnel_shard = 0;
+  uint16_t tunnel_shards = 1;
   bool shortcut = false;             // [slr].shortcut
   uint32_t shortcut_wait_ms = 20;
   std::vector<int> upstream_wake;    // eventfd per upstream session: "shortcuts queued"

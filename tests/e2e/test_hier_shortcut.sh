@@ -109,4 +109,16 @@ else
   assert_eq "nothing tunnelled from net straight to a host" 0 "$DIRECT"
 fi
 
+# With several workers per SLR, every worker of a system SLR terminates its
+# share of the tunnelled flows (a socket filter hashes them over workers).
+if ((${SLR_WORKERS:-1} > 1)); then
+  for s in sysA sysB; do
+    per=$(counter "$s" "' '.join(str(x) for x in d['level']['tunnel_rx_per_worker'])")
+    note "$s tunnel packets per worker: $per"
+    busy=0
+    for x in $per; do ((x > 0)) && busy=$((busy + 1)); done
+    assert_eq "$s: all ${SLR_WORKERS} workers terminated tunnelled flows" "${SLR_WORKERS}" "$busy"
+  done
+fi
+
 for s in "${HIER_SLRS[@]}"; do check "SLR $s still running" kill -0 "${SPID[$s]}"; done
