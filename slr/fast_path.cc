@@ -120,7 +120,8 @@ Result<bool> FastPath::supported() {
 
 Result<std::unique_ptr<FastPath>> FastPath::attach(const std::vector<std::string>& interfaces,
                                                    uint32_t tunnel_mtu, size_t max_flows,
-                                                   size_t vip_count, size_t host_count) {
+                                                   size_t vip_count, size_t host_count,
+                                                   uint32_t tunnel_source) {
   bpf::routeLibbpfLogs();
   const std::string op = "fast path: ";
   if (interfaces.empty()) return Error{EINVAL, op + "attach", "no interfaces given"};
@@ -165,7 +166,9 @@ Result<std::unique_ptr<FastPath>> FastPath::attach(const std::vector<std::string
   if (bpf_map__key_size(flows) != sizeof(FlowKey) ||
       bpf_map__value_size(flows) != sizeof(BpfFlowValue))
     return Error{EINVAL, op + "check map flows", "key/value size differs from FlowKey/BpfFlowValue"};
-  if (auto st = bpf::setRodataU32(fp->obj_.get(), {{"tunnel_mtu", tunnel_mtu}}); !st)
+  if (auto st = bpf::setRodataU32(fp->obj_.get(), {{"tunnel_mtu", tunnel_mtu},
+                                                    {"tunnel_source", htonl(tunnel_source)}});
+      !st)
     return bpf::withPrefix(op, st.error());
 
   if (int rc = bpf_object__load(fp->obj_.get()); rc != 0)

@@ -62,9 +62,12 @@ class FastPath {
   // removing it again on destruction).  Interfaces must be Ethernet-like.
   // The error names the failing step and carries libbpf's reason (and the
   // tail of the verifier log when loading fails).
+  // tunnel_source (host order, 0 = none): this SLR's tunnel address; packets
+  // tunnelled to it from above whose inner flow is installed are re-tunnelled
+  // to the flow's next hop in the kernel too.
   [[nodiscard]] static Result<std::unique_ptr<FastPath>> attach(
       const std::vector<std::string>& interfaces, uint32_t tunnel_mtu, size_t max_flows,
-      size_t vip_count, size_t host_count);
+      size_t vip_count, size_t host_count, uint32_t tunnel_source = 0);
   ~FastPath();
   FastPath(const FastPath&) = delete;
   FastPath& operator=(const FastPath&) = delete;

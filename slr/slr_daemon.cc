@@ -348,8 +348,10 @@ std::vector<double> SlrDaemon::kernelRouteCosts(const std::vector<HostRecord>& h
 void SlrDaemon::attachFastPath() {
   std::string ifs;
   for (const auto& i : cfg_.slr.fast_path_interfaces) ifs += (ifs.empty() ? "" : ",") + i;
+  // With upstreams, tunnels from above are re-tunnelled in the kernel too.
   auto fp = FastPath::attach(cfg_.slr.fast_path_interfaces, cfg_.slr.tunnel_mtu,
-                             cfg_.flows.capacity, cfg_.vips.size(), cfg_.hosts.size());
+                             cfg_.flows.capacity, cfg_.vips.size(), cfg_.hosts.size(),
+                             cfg_.upstreams.empty() ? 0 : cfg_.slr.tunnel_source.v4HostOrder());
   if (!fp) {
     fast_path_note_ = "off: " + fp.error().message();
     LOG_WARN("slr", "kernel fast path not available, forwarding in userspace only: " +

@@ -8,6 +8,10 @@
 // outer header (IP-in-IP, RFC 2003: TOS and DF copied, TTL 64) and redirect
 // it to the egress device the FIB chooses for the tunnel destination.
 //
+// In a hierarchy it also re-tunnels: a packet an upper SLR tunnelled to this
+// SLR's tunnel source, whose inner flow is installed, gets its outer header
+// pointed at the flow's next hop (retunnel()).
+//
 // Anything it cannot do exactly like the slow path is returned TC_ACT_OK,
 // untouched, and continues to the kernel -> TUN -> worker: flow misses,
 // fragments, IP options, TTL <= 1 (the kernel sends time-exceeded), too big
@@ -113,6 +117,9 @@ struct {
 /* Set by userspace before load (read-only to the program, so the verifier
  * treats it as a constant). Largest outer packet we may send. */
 const volatile __u32 tunnel_mtu = 1500;
+/* This SLR's tunnel address (network order), or 0: SLRs one level up tunnel
+ * to it, and installed flows arriving so are re-tunnelled (see retunnel). */
+const volatile __be32 tunnel_source = 0;
 
 static __always_inline void count(__u32 idx, __u64 n)
 {
@@ -128,6 +135,138 @@ static __always_inline void count_object(void *map, __u32 idx, __u64 packets, __
 		s->packets += packets;
 		s->bytes += bytes;
 	}
+}
+
+/* A packet tunnelled to us by an SLR one level up (the hierarchy): if its
+ * inner flow is installed, point the existing outer header at the flow's
+ * next hop (our tunnel source, its tunnel address, TTL 64) and redirect it;
+ * the inner datagram is not touched, as the worker does not touch it.  No
+ * room to make, so GSO aggregates stay as they are.  Anything else goes to
+ * the kernel (the worker's raw socket) unchanged. */
+static __always_inline int retunnel(struct __sk_buff *skb)
+{
+	const __u32 l3_off = sizeof(struct ethhdr);
+	const __u32 in_off = l3_off + sizeof(struct iphdr);
+	const __u32 l4_off = in_off + sizeof(struct iphdr);
+	const __u32 need = l4_off + 14;
+
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + need > data_end) {
+		if (skb->len < l4_off + sizeof(struct udphdr))
+			return TC_ACT_OK;
+		if (bpf_skb_pull_data(skb, skb->len < need ? skb->len : need) < 0)
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	struct ethhdr *eth = data;
+	struct iphdr *outer = data + l3_off;
+	struct iphdr *inner = data + in_off;
+	if ((void *)(inner + 1) > data_end)
+		return TC_ACT_OK;
+	if (outer->daddr != tunnel_source || inner->version != 4 || inner->ihl != 5)
+		return TC_ACT_OK;
+	if (inner->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return TC_ACT_OK;
+
+	struct flow_key key = {};
+	__u8 tcp_flags = 0;
+	__u32 l4_hdr;
+	if (inner->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = data + l4_off;
+		if ((void *)th + 14 > data_end)
+			return TC_ACT_OK;
+		key.sport = bpf_ntohs(th->source);
+		key.dport = bpf_ntohs(th->dest);
+		tcp_flags = ((__u8 *)th)[13];
+		l4_hdr = th->doff * 4;
+	} else if (inner->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = data + l4_off;
+		if ((void *)(uh + 1) > data_end)
+			return TC_ACT_OK;
+		key.sport = bpf_ntohs(uh->source);
+		key.dport = bpf_ntohs(uh->dest);
+		l4_hdr = sizeof(struct udphdr);
+	} else {
+		return TC_ACT_OK;
+	}
+	key.src[0] = inner->saddr;
+	key.dst[0] = inner->daddr;
+	key.proto = inner->protocol;
+	key.family = 4;
+
+	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+	if (!v) {
+		count(CNT_SLOW_PATH, 1);
+		return TC_ACT_OK;
+	}
+	v->last_seen_ns = bpf_ktime_get_ns();
+	__u8 fin_rst = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
+	if (fin_rst & ~v->tcp_flags_seen)
+		v->tcp_flags_seen |= fin_rst;
+
+	const __u32 outer_len = bpf_ntohs(outer->tot_len);
+	const __u32 gso_size = skb->gso_size;
+	const __u32 seg_len = gso_size ? OUTER_LEN + sizeof(struct iphdr) + l4_hdr + gso_size : outer_len;
+	__u32 segs = 1;
+	if (gso_size) {
+		segs = skb->gso_segs;
+		if (segs == 0) {
+			__u32 hdrs = l4_off + l4_hdr;
+			__u32 payload = skb->len > hdrs ? skb->len - hdrs : 0;
+			segs = (payload + gso_size - 1) / gso_size;
+		}
+		if (segs == 0)
+			segs = 1;
+	}
+	/* As in the worker: never forward what it would not (too big for the
+	 * tunnel, a header the kernel would drop). */
+	if (seg_len > tunnel_mtu || outer_len < OUTER_LEN + sizeof(struct iphdr) ||
+	    (!gso_size && outer_len > skb->len - l3_off) || slr_ipv4_checksum(outer) != 0) {
+		count(CNT_TOO_BIG, 1);
+		return TC_ACT_OK;
+	}
+
+	const __be32 tunnel_src = v->tunnel_src;
+	const __be32 tunnel_dst = v->tunnel_dst;
+	const __u32 vip = v->vip;
+	const __u32 host = v->host;
+	const __u64 bytes = gso_size ? (__u64)(skb->len - in_off) +
+					       (__u64)(segs - 1) * (sizeof(struct iphdr) + l4_hdr)
+				     : outer_len - OUTER_LEN;
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.tos = outer->tos;
+	fib.l4_protocol = IPPROTO_IPIP;
+	fib.tot_len = seg_len;
+	fib.ifindex = skb->ifindex;
+	fib.ipv4_src = tunnel_src;
+	fib.ipv4_dst = tunnel_dst;
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		count(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? CNT_TOO_BIG : CNT_FIB_FAIL, 1);
+		return TC_ACT_OK;
+	}
+
+	/* The header's one's-complement sum is zero before and after, so a
+	 * CHECKSUM_COMPLETE skb->csum stays right. */
+	outer->saddr = tunnel_src;
+	outer->daddr = tunnel_dst;
+	outer->ttl = OUTER_TTL;
+	outer->check = 0;
+	outer->check = slr_ipv4_checksum(outer);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+
+	__sync_fetch_and_add(&v->packets, segs);
+	__sync_fetch_and_add(&v->bytes, bytes);
+	count(CNT_FORWARDED, segs);
+	count(CNT_BYTES, bytes);
+	count_object(&vip_stats, vip, segs, bytes);
+	count_object(&host_stats, host, segs, bytes);
+	return bpf_redirect(fib.ifindex, 0);
 }
 
 SEC("tc")
@@ -162,6 +301,8 @@ int slr_fast_path(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return TC_ACT_OK;
+	if (iph->protocol == IPPROTO_IPIP)
+		return tunnel_source ? retunnel(skb) : TC_ACT_OK;
 
 	struct flow_key key = {};
 	__u8 tcp_flags = 0;

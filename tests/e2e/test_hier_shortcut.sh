@@ -107,6 +107,18 @@ else
   assert_eq "no shortcut sent by any SLR" 0 "$(sum_delta "d['shortcut']['sent']" "${HIER_SLRS[@]}")"
   assert_eq "no shortcut applied by any SLR" 0 "$(sum_delta "d['shortcut']['applied']" "${HIER_SLRS[@]}")"
   assert_eq "nothing tunnelled from net straight to a host" 0 "$DIRECT"
+  if [[ -n "${HIER_FAST_PATH:-}" ]]; then
+    # The lower levels re-tunnel established flows in the kernel: their
+    # workers see only each flow's first packets.
+    SYS_FP=$(sum_delta "d['fast_path']['packets']" "${HIER_SYS[@]}")
+    SYS_US=$(sum_delta "d['packets']['userspace']" "${HIER_SYS[@]}")
+    note "system SLRs: $SYS_FP packets re-tunnelled by the kernel, $SYS_US by the workers"
+    assert_gt "system SLRs re-tunnelled most packets in the kernel" "$SYS_FP" "$SYS_US"
+    SITE_FP=$(sum_delta "d['fast_path']['packets']" "${HIER_SITES[@]}")
+    SITE_US=$(sum_delta "d['packets']['userspace']" "${HIER_SITES[@]}")
+    note "site SLRs: $SITE_FP packets re-tunnelled by the kernel, $SITE_US by the workers"
+    assert_gt "site SLRs re-tunnelled most packets in the kernel" "$SITE_FP" "$SITE_US"
+  fi
 fi
 
 # With several workers per SLR, every worker of a system SLR terminates its

@@ -190,6 +190,18 @@ class FastPathNetns : public ::testing::Test {
     return std::nullopt;
   }
 
+  // Like captureIpip, skipping the IP-in-IP frames a test injected itself
+  // (outer source 10.77.0.50): the capture on fpb sees them leave.
+  std::optional<std::vector<uint8_t>> captureForwarded(int timeout_ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto c = captureIpip(50);
+      if (c && load32(reinterpret_cast<const std::byte*>(c->data() + 14 + 12)) != ip4("10.77.0.50"))
+        return c;
+    }
+    return std::nullopt;
+  }
+
   void drainCapture() {
     uint8_t buf[2048];
     while (::recv(capture_.get(), buf, sizeof buf, 0) > 0) {
@@ -339,6 +351,104 @@ TEST_F(FastPathNetns, ForwardsInstalledFlowAndPassesUnknownOnes) {
   EXPECT_EQ(s.slow_path, 2u);
   EXPECT_EQ(s.packets, 3u);
   EXPECT_FALSE(captureIpip(100).has_value());
+}
+
+// Hierarchy: a packet an upper SLR tunnelled to this SLR's tunnel source is
+// re-tunnelled to the installed flow's next hop by rewriting its outer
+// header; the inner datagram is left exactly as it came.  Other IP-in-IP
+// (not to us, unknown inner flow, no tunnel source configured) goes to the
+// kernel untouched.
+TEST_F(FastPathNetns, RetunnelsInstalledFlowsFromAbove) {
+  // tunnelled(): the upper SLR's packet: outer 10.77.0.50 -> dst, TTL 5.
+  auto tunnelled = [&](uint32_t outer_dst, const std::vector<uint8_t>& inner_frame) {
+    std::vector<uint8_t> f(inner_frame.begin(), inner_frame.begin() + 14);
+    std::vector<uint8_t> outer(20, 0);
+    auto* o = reinterpret_cast<std::byte*>(outer.data());
+    o[0] = std::byte{0x45};
+    store16(o + 2, uint16_t(20 + inner_frame.size() - 14));
+    store16(o + 6, kIpv4FlagDf);
+    o[8] = std::byte{5};
+    o[9] = std::byte{kProtoIpip};
+    store32(o + 12, ip4("10.77.0.50"));
+    store32(o + 16, outer_dst);
+    (void)setIpv4HeaderChecksum(std::span<std::byte>(o, 20));
+    f.insert(f.end(), outer.begin(), outer.end());
+    f.insert(f.end(), inner_frame.begin() + 14, inner_frame.end());
+    return f;
+  };
+  const uint32_t self = ip4("10.77.9.9");
+  auto fp = FastPath::attach({"fpa"}, 1500, 16, 1, 1, self);
+  ASSERT_TRUE(fp.ok()) << fp.error().message();
+  FastPath& f = **fp;
+
+  // Unknown inner flow: the kernel (the worker's raw socket) gets it.
+  drainCapture();
+  inject(tunnelled(self, frame(key_, 64, 0x10, 10)));
+  FastPathStats s = waitStats(f, [](const FastPathStats& s) { return s.slow_path >= 1; });
+  EXPECT_EQ(s.slow_path, 1u);
+  EXPECT_FALSE(captureForwarded(100).has_value());
+
+  FastPathFlow flow;
+  flow.tunnel_src = ip4("10.77.0.1");
+  flow.tunnel_dst = ip4("10.77.0.2");
+  ASSERT_TRUE(f.add(key_, flow).ok());
+  const std::vector<uint8_t> inner = frame(key_, 64, 0x18, 100);
+  drainCapture();
+  inject(tunnelled(self, inner));
+  auto out = captureForwarded(2000);
+  ASSERT_TRUE(out.has_value()) << "nothing re-tunnelled; fib_fail=" << f.stats().fib_fail
+                               << " too_big=" << f.stats().too_big;
+  const std::vector<uint8_t>& o = *out;
+  const size_t inner_len = inner.size() - 14;
+  ASSERT_EQ(o.size(), 14 + 20 + inner_len);
+  EXPECT_EQ(std::memcmp(&o[0], kHostMacBytes.data(), 6), 0);
+  auto* outer = reinterpret_cast<const std::byte*>(&o[14]);
+  Ipv4View ov(std::span<const std::byte>(outer, o.size() - 14));
+  EXPECT_EQ(ov.srcRaw(), ip4("10.77.0.1"));
+  EXPECT_EQ(ov.dstRaw(), ip4("10.77.0.2"));
+  EXPECT_EQ(ov.ttl(), 64);
+  EXPECT_EQ(ov.protocol(), kProtoIpip);
+  EXPECT_EQ(ov.totalLength(), inner_len + 20);
+  EXPECT_TRUE(ipv4HeaderChecksumValid(std::span<const std::byte>(outer, 20)));
+  EXPECT_EQ(std::vector<uint8_t>(o.begin() + 34, o.end()),
+            std::vector<uint8_t>(inner.begin() + 14, inner.end()));  // inner TTL too
+  auto act = f.activity(key_);
+  ASSERT_TRUE(act.ok() && act->has_value());
+  EXPECT_EQ((*act)->packets, 1u);
+  EXPECT_EQ((*act)->bytes, inner_len);
+
+  // Tunnelled to another address: not ours to re-tunnel.
+  drainCapture();
+  inject(tunnelled(ip4("10.77.9.10"), inner));
+  EXPECT_FALSE(captureForwarded(200).has_value());
+  EXPECT_EQ(f.stats().packets, 1u);
+}
+
+TEST_F(FastPathNetns, WithoutATunnelSourceIpipIsLeftAlone) {
+  auto fp = FastPath::attach({"fpa"}, 1500, 16, 1, 1);
+  ASSERT_TRUE(fp.ok()) << fp.error().message();
+  FastPathFlow flow;
+  flow.tunnel_src = ip4("10.77.0.1");
+  flow.tunnel_dst = ip4("10.77.0.2");
+  ASSERT_TRUE((*fp)->add(key_, flow).ok());
+  std::vector<uint8_t> inner = frame(key_, 64, 0x18, 10);
+  std::vector<uint8_t> f(inner.begin(), inner.begin() + 14);
+  std::vector<uint8_t> outer(20, 0);
+  auto* o = reinterpret_cast<std::byte*>(outer.data());
+  o[0] = std::byte{0x45};
+  store16(o + 2, uint16_t(20 + inner.size() - 14));
+  o[8] = std::byte{5};
+  o[9] = std::byte{kProtoIpip};
+  store32(o + 12, ip4("10.77.0.50"));
+  store32(o + 16, 0);
+  (void)setIpv4HeaderChecksum(std::span<std::byte>(o, 20));
+  f.insert(f.end(), outer.begin(), outer.end());
+  f.insert(f.end(), inner.begin() + 14, inner.end());
+  drainCapture();
+  inject(f);
+  EXPECT_FALSE(captureForwarded(200).has_value());
+  EXPECT_EQ((*fp)->stats().packets, 0u);
+  EXPECT_EQ((*fp)->stats().slow_path, 0u);  // not even looked up
 }
 
 // Packets forwarded from local sockets over veth arrive CHECKSUM_PARTIAL and
