@@ -456,6 +456,11 @@ json SlrDaemon::statusJson() {
                       std::chrono::steady_clock::now() - started_).count();
   j["policy"] = cfg_.policy.algorithm;
   j["workers"] = workers_.size();
+  {
+    std::lock_guard lk(snap_mu_);
+    // Bumps at every rebuild: scripts wait for "a rebuild after X" on it.
+    j["tables"] = {{"generation", snapshots_.generation()}, {"routes", last_snap_->routes.size()}};
+  }
   uint64_t rx = 0, tx = 0, rxb = 0, txb = 0, created = 0, expired = 0, full = 0, stateless = 0,
            active = 0, rerouted = 0, icmp = 0, midstream = 0;
   std::vector<uint64_t> parse(size_t(ParseError::kCount), 0), drops(size_t(Drop::kCount), 0);

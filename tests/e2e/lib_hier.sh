@@ -344,6 +344,15 @@ hier_start_http() {
 hier_json() { "$SLRCTL" "$2" --json --socket "$(hsock "$1")" "${@:3}"; }   # NAME status|hosts|flows
 hier_get()  { local out; out=$(hier_json "$1" "$2") || return 1; json_get - "$3" <<<"$out"; }
 # child_state PARENT CHILD: CHILD's state in PARENT's hosts view ("absent" if not listed).
+# wait_rebuilt NAME...: until each SLR has rebuilt its tables twice since the
+# call (so a registry change made before the call is in the published tables).
+wait_rebuilt() {
+  local s g
+  for s in "$@"; do
+    g=$(counter "$s" "d['tables']['generation']")
+    wait_for 10 eval "(( \$(counter $s \"d['tables']['generation']\") >= $g + 2 ))" || return 1
+  done
+}
 child_state() { hier_get "$1" hosts "(host('$2') or {}).get('state', 'absent')" 2>/dev/null || echo unreachable; }
 child_is()    { [[ "$(child_state "$1" "$2")" == "$3" ]]; }
 children_up() { local c; for c in ${HCHILDREN[$1]}; do child_is "$1" "$c" up || return 1; done; }

@@ -68,8 +68,8 @@ if [[ $FAIL_MODE == term ]]; then
   hier_stop_slr "$VICTIM"
   assert_eq "$VICTIM exited 0 on SIGTERM" 0 "$HIER_STOP_RC"
 fi
-# The selection tables follow at the next recompute (same bound as test_withdraw).
-sleep "$(awk -v r=$RECOMPUTE_S 'BEGIN { print 2 * r + 0.1 }')"
+# The selection tables follow at the next rebuild.
+wait_rebuilt "${HIER_SYS[@]}" net || not_ok "the system SLRs and net rebuilt their tables"
 note "new flows from $(elapsed_s "$T0")s after SIG${FAIL_MODE^^}"
 assert_eq "net still lists $DL_SYS up (it has a site left)" up "$(child_state net "$DL_SYS")"
 

@@ -75,7 +75,7 @@ assert_contains "net log names F" "F:" "$ERRLINE"
 assert_contains "net log gives the Lua error" "attempt to call a nil value" "$ERRLINE"
 assert_contains "net log says it falls back to the built-in" "built-in" "$ERRLINE"
 
-sleep "$(awk -v r=$RECOMPUTE_S 'BEGIN { print 2 * r + 0.1 }')"
+wait_rebuilt net || not_ok "net rebuilt its tables with the fallback"
 http_tally "$N_REQ"
 note "broken F, built-in fallback: $(tally_str)"
 assert_eq "$N_REQ requests succeed on the fallback" "$N_REQ" "$TALLY_OK"

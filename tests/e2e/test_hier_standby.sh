@@ -54,7 +54,7 @@ if wait_for 10 eval '! child_is sysA siteA1 up'; then
 else
   not_ok "sysA withdraws siteA1 after its SLR stopped (state $(child_state sysA siteA1))"
 fi
-sleep "$(awk -v r=$RECOMPUTE_S 'BEGIN { print 2 * r + 0.1 }')"
+wait_rebuilt sysA net || not_ok "sysA and net rebuilt their tables after siteA1 left"
 assert_eq "net still lists sysA available (its standby site can take flows)" ok \
   "$(child_available net sysA && echo ok || hier_get net hosts "host('sysA')")"
 phase "siteA1 down" siteA2
@@ -67,7 +67,7 @@ if wait_for 30 eval 'children_up siteA1 && child_is sysA siteA1 up && child_avai
 else
   not_ok "siteA1 back up with its hosts (sysA: $(child_state sysA siteA1); siteA1: $(child_state siteA1 hA1a)/$(child_state siteA1 hA1b))"
 fi
-sleep "$(awk -v r=$RECOMPUTE_S 'BEGIN { print 2 * r + 0.1 }')"
+wait_rebuilt sysA || not_ok "sysA rebuilt its tables after siteA1 came back"
 phase "siteA1 back" siteA1
 assert_eq "siteA1 back: siteA2's hosts got no new flow" 0 "$(tally_of siteA2)"
 
