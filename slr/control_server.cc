@@ -299,6 +299,7 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
 void ControlServer::onShortcut(Conn& c, const proto::Shortcut& s) {
   size_t refused = 0;
   std::string first;
+  accepted_.clear();
   for (const auto& e : s.entries) {
     Prefix dst{e.key.dstAddr(), uint8_t(e.key.family == Family::kV4 ? 32 : 128)};
     if (!registry_.authorised(uint16_t(c.host), dst) || e.endpoint.family != Family::kV4 ||
@@ -312,8 +313,9 @@ void ControlServer::onShortcut(Conn& c, const proto::Shortcut& s) {
       continue;
     }
     ++counters_.shortcuts;
-    sink_(e, uint16_t(c.host));
+    accepted_.push_back(e);
   }
+  if (sink_ && !accepted_.empty()) sink_(accepted_, uint16_t(c.host));
   if (refused > 0)
     LOG_WARN("control", "slr " + c.host_name + ": refused " + std::to_string(refused) +
                             " shortcut(s) outside its authorised subnets (or not IPv4), first: " + first);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/config.h"
@@ -43,8 +44,9 @@ struct ControlCounters {
   std::atomic<uint64_t> shortcuts_ignored{0};  // accepted, but [slr].shortcut is off here
 };
 
-// A lower SLR's shortcut, accepted (authorised subnet, role slr).
-using ShortcutSink = std::function<void(const proto::ShortcutEntry& e, uint16_t child)>;
+// A lower SLR's shortcuts from one frame, accepted (authorised subnet, role slr).
+using ShortcutSink =
+    std::function<void(std::span<const proto::ShortcutEntry> entries, uint16_t child)>;
 
 class ControlServer {
  public:
@@ -80,6 +82,7 @@ class ControlServer {
   std::list<std::unique_ptr<Conn>> conns_;
   ControlCounters counters_;
   ShortcutSink sink_;
+  std::vector<proto::ShortcutEntry> accepted_;  // reused per SHORTCUT frame
   UniqueFd wake_;
 };
 

@@ -167,10 +167,12 @@ Status SlrDaemon::setup() {
     // A lower SLR's tunnel object: every worker gets it (the flow's owner
     // applies it; the others count it as unknown).  Control thread only, so
     // each worker's queue keeps a single producer.
-    control_->setShortcutSink([this](const proto::ShortcutEntry& e, uint16_t) {
-      ShortcutCmd c{e.key, e.endpoint.v4HostOrder()};
+    control_->setShortcutSink([this](std::span<const proto::ShortcutEntry> entries, uint16_t) {
       for (auto& w : workers_) {
-        if (!w->postShortcut(c)) ++shortcut_post_failed_;
+        for (const auto& e : entries) {
+          if (!w->postShortcut(ShortcutCmd{e.key, e.endpoint.v4HostOrder()})) ++shortcut_post_failed_;
+        }
+        w->kick();  // one wake-up per frame, not per entry
       }
     });
   }

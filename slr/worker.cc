@@ -457,11 +457,9 @@ uint16_t Worker::pick(const RouteEntry& rt, const Packet& p) {
 
 // ---- shortcuts ----
 
-bool Worker::postShortcut(const ShortcutCmd& c) {
-  if (!cmds_->push(c)) return false;
+void Worker::kick() {
   uint64_t one = 1;
   (void)!::write(wake_.get(), &one, sizeof one);
-  return true;
 }
 
 uint16_t Worker::internEndpoint(uint32_t endpoint) {

@@ -108,7 +108,9 @@ class Worker {
 
   // Control thread (the only producer): a lower SLR's shortcut.  False when
   // the queue is full (the flow then keeps its path through the lower SLR).
-  bool postShortcut(const ShortcutCmd& c);
+  // kick() wakes the worker once after a batch of posts.
+  bool postShortcut(const ShortcutCmd& c) { return cmds_->push(c); }
+  void kick();
   // Upstream session u's thread (the only consumer of ring u).
   SpscRing<ShortcutOut>& shortcutsOut(size_t u) { return *out_[u]; }
 
