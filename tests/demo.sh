@@ -10,25 +10,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-if [[ -t 1 ]]; then B=$'\033[1m' N0=$'\033[0m'; else B="" N0=""; fi
-section() { printf '\n%s==== %s ====%s\n' "$B" "$*" "$N0"; }
-step()    { printf '  - %s\n' "$*"; }
-
-if [[ $(id -u) != 0 ]]; then echo "demo: needs root (network namespaces)" >&2; exit 1; fi
-
-if [[ "${DEMO_SKIP_BUILD:-0}" != 1 ]]; then
-  section "1. Dependencies (packaging/install-deps.sh)"
-  bash packaging/install-deps.sh || exit 1
-  section "2. Build (Release, build/)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
-  cmake --build build -j2 || exit 1
-fi
-export SLRCTL=${SLRCTL:-$ROOT/build/slrctl}
+NAME=demo
+# shellcheck source=tests/demo_common.sh
+. "$ROOT/tests/demo_common.sh"
 # The product as an operator would run it: the SLR's kernel fast path on its
 # uplink and kernel decapsulation on the hosts (first packet of every flow in
 # userspace, the rest in the kernel).  SLR_FAST_PATH= HOST_DECAP= turns them off.
 export SLR_FAST_PATH=${SLR_FAST_PATH-eth0} HOST_DECAP=${HOST_DECAP-eth0}
-[[ -x "$SLRCTL" ]] || { echo "demo: $SLRCTL not built" >&2; exit 1; }
 
 # lib.sh does the topology, PKI, daemons and the cleanup trap.
 # shellcheck source=tests/e2e/lib.sh

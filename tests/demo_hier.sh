@@ -14,21 +14,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-if [[ -t 1 ]]; then B=$'\033[1m' N0=$'\033[0m'; else B="" N0=""; fi
-section() { printf '\n%s==== %s ====%s\n' "$B" "$*" "$N0"; }
-step()    { printf '  - %s\n' "$*"; }
-
-if [[ $(id -u) != 0 ]]; then echo "demo_hier: needs root (network namespaces)" >&2; exit 1; fi
-
-if [[ "${DEMO_SKIP_BUILD:-0}" != 1 ]]; then
-  section "1. Dependencies (packaging/install-deps.sh)"
-  bash packaging/install-deps.sh || exit 1
-  section "2. Build (Release, build/)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
-  cmake --build build -j2 || exit 1
-fi
-export SLRCTL=${SLRCTL:-$ROOT/build/slrctl}
-[[ -x "$SLRCTL" ]] || { echo "demo_hier: $SLRCTL not built" >&2; exit 1; }
+NAME=demo_hier
+# shellcheck source=tests/demo_common.sh
+. "$ROOT/tests/demo_common.sh"
 export HIER_SHORTCUT=${HIER_SHORTCUT-1} HIER_FAST_PATH=${HIER_FAST_PATH-eth0} HOST_DECAP=${HOST_DECAP-eth0}
 export HIER_SHORTCUT_WAIT=20ms HIER_SPREAD=1 HIER_LOG_LEVEL=warn HOST_LOG_LEVEL=warn
 

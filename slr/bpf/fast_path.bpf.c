@@ -137,6 +137,122 @@ static __always_inline void count_object(void *map, __u32 idx, __u64 packets, __
 	}
 }
 
+/* Make the first `need` bytes linear (headers split across fragments), when
+ * the packet is long enough to hold `min_len`.  0 on success; the caller
+ * reloads its packet pointers. */
+static __always_inline int pull_headers(struct __sk_buff *skb, __u32 need, __u32 min_len)
+{
+	if ((void *)(long)skb->data + need <= (void *)(long)skb->data_end)
+		return 0;
+	if (skb->len < min_len)
+		return -1;
+	return bpf_skb_pull_data(skb, skb->len < need ? skb->len : need) < 0 ? -1 : 0;
+}
+
+/* The flow key's ports (host order), the TCP flags and the L4 header length
+ * of the TCP or UDP header at data + l4_off.  -1 for anything else. */
+static __always_inline int parse_l4(void *data, void *data_end, __u32 l4_off, __u8 proto,
+				    struct flow_key *key, __u8 *tcp_flags, __u32 *l4_hdr)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + l4_off;
+		if ((void *)th + 14 > data_end)
+			return -1;
+		key->sport = bpf_ntohs(th->source);
+		key->dport = bpf_ntohs(th->dest);
+		*tcp_flags = ((__u8 *)th)[13];
+		*l4_hdr = th->doff * 4;
+		return 0;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + l4_off;
+		if ((void *)(uh + 1) > data_end)
+			return -1;
+		key->sport = bpf_ntohs(uh->source);
+		key->dport = bpf_ntohs(uh->dest);
+		*l4_hdr = sizeof(struct udphdr);
+		return 0;
+	}
+	return -1;
+}
+
+/* Activity first: a packet the slow path handles still shows the flow is
+ * alive, and the FIN/RST bits drive the worker's timeouts. */
+static __always_inline void touch_flow(struct flow_value *v, __u8 tcp_flags)
+{
+	v->last_seen_ns = bpf_ktime_get_ns();
+	__u8 fin_rst = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
+	if (fin_rst & ~v->tcp_flags_seen)
+		v->tcp_flags_seen |= fin_rst; /* written once or twice per flow */
+}
+
+/* The installed flow of the IPv4 packet `iph` (its TCP/UDP header at
+ * data + l4_off), touched (touch_flow), or NULL: not TCP/UDP, or not
+ * installed (counted as a slow-path miss). */
+static __always_inline struct flow_value *find_flow(void *data, void *data_end, __u32 l4_off,
+						     struct iphdr *iph, __u8 *tcp_flags, __u32 *l4_hdr)
+{
+	struct flow_key key = {};
+	if (parse_l4(data, data_end, l4_off, iph->protocol, &key, tcp_flags, l4_hdr) < 0)
+		return 0;
+	key.src[0] = iph->saddr;
+	key.dst[0] = iph->daddr;
+	key.proto = iph->protocol;
+	key.family = 4;
+	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+	if (!v) {
+		count(CNT_SLOW_PATH, 1);
+		return 0;
+	}
+	touch_flow(v, *tcp_flags);
+	return v;
+}
+
+/* FIB lookup for an outer IP-in-IP packet of tot_len bytes from src to dst,
+ * input mode from skb's device (see the caller's comment).  0 with fib
+ * filled, or -1 counted (too big for the egress MTU, or no route/neighbour). */
+static __always_inline int route_outer(struct __sk_buff *skb, struct bpf_fib_lookup *fib, __u8 tos,
+				       __u32 tot_len, __be32 src, __be32 dst)
+{
+	fib->family = AF_INET;
+	fib->tos = tos;
+	fib->l4_protocol = IPPROTO_IPIP;
+	fib->tot_len = tot_len;
+	fib->ifindex = skb->ifindex;
+	fib->ipv4_src = src;
+	fib->ipv4_dst = dst;
+	long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	count(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? CNT_TOO_BIG : CNT_FIB_FAIL, 1);
+	return -1;
+}
+
+/* Segments a GSO aggregate leaves as (1 for a plain packet); hdrs = the bytes
+ * before the L4 payload. */
+static __always_inline __u32 gso_segments(struct __sk_buff *skb, __u32 gso_size, __u32 hdrs)
+{
+	if (!gso_size)
+		return 1;
+	__u32 segs = skb->gso_segs;
+	if (segs == 0) { /* not computed yet (untrusted source, e.g. virtio) */
+		__u32 payload = skb->len > hdrs ? skb->len - hdrs : 0;
+		segs = (payload + gso_size - 1) / gso_size;
+	}
+	return segs ? segs : 1;
+}
+
+static __always_inline void count_forwarded(struct flow_value *v, __u32 segs, __u64 bytes,
+					    __u32 vip, __u32 host)
+{
+	__sync_fetch_and_add(&v->packets, segs);
+	__sync_fetch_and_add(&v->bytes, bytes);
+	count(CNT_FORWARDED, segs);
+	count(CNT_BYTES, bytes);
+	count_object(&vip_stats, vip, segs, bytes);
+	count_object(&host_stats, host, segs, bytes);
+}
+
 /* A packet tunnelled to us by an SLR one level up (the hierarchy): if its
  * inner flow is installed, point the existing outer header at the flow's
  * next hop (our tunnel source, its tunnel address, TTL 64) and redirect it;
@@ -150,16 +266,10 @@ static __always_inline int retunnel(struct __sk_buff *skb)
 	const __u32 l4_off = in_off + sizeof(struct iphdr);
 	const __u32 need = l4_off + 14;
 
+	if (pull_headers(skb, need, l4_off + sizeof(struct udphdr)) < 0)
+		return TC_ACT_OK;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	if (data + need > data_end) {
-		if (skb->len < l4_off + sizeof(struct udphdr))
-			return TC_ACT_OK;
-		if (bpf_skb_pull_data(skb, skb->len < need ? skb->len : need) < 0)
-			return TC_ACT_OK;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
 	struct ethhdr *eth = data;
 	struct iphdr *outer = data + l3_off;
 	struct iphdr *inner = data + in_off;
@@ -170,56 +280,16 @@ static __always_inline int retunnel(struct __sk_buff *skb)
 	if (inner->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return TC_ACT_OK;
 
-	struct flow_key key = {};
 	__u8 tcp_flags = 0;
-	__u32 l4_hdr;
-	if (inner->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = data + l4_off;
-		if ((void *)th + 14 > data_end)
-			return TC_ACT_OK;
-		key.sport = bpf_ntohs(th->source);
-		key.dport = bpf_ntohs(th->dest);
-		tcp_flags = ((__u8 *)th)[13];
-		l4_hdr = th->doff * 4;
-	} else if (inner->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = data + l4_off;
-		if ((void *)(uh + 1) > data_end)
-			return TC_ACT_OK;
-		key.sport = bpf_ntohs(uh->source);
-		key.dport = bpf_ntohs(uh->dest);
-		l4_hdr = sizeof(struct udphdr);
-	} else {
+	__u32 l4_hdr = 0;
+	struct flow_value *v = find_flow(data, data_end, l4_off, inner, &tcp_flags, &l4_hdr);
+	if (!v)
 		return TC_ACT_OK;
-	}
-	key.src[0] = inner->saddr;
-	key.dst[0] = inner->daddr;
-	key.proto = inner->protocol;
-	key.family = 4;
-
-	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
-	if (!v) {
-		count(CNT_SLOW_PATH, 1);
-		return TC_ACT_OK;
-	}
-	v->last_seen_ns = bpf_ktime_get_ns();
-	__u8 fin_rst = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
-	if (fin_rst & ~v->tcp_flags_seen)
-		v->tcp_flags_seen |= fin_rst;
 
 	const __u32 outer_len = bpf_ntohs(outer->tot_len);
 	const __u32 gso_size = skb->gso_size;
 	const __u32 seg_len = gso_size ? OUTER_LEN + sizeof(struct iphdr) + l4_hdr + gso_size : outer_len;
-	__u32 segs = 1;
-	if (gso_size) {
-		segs = skb->gso_segs;
-		if (segs == 0) {
-			__u32 hdrs = l4_off + l4_hdr;
-			__u32 payload = skb->len > hdrs ? skb->len - hdrs : 0;
-			segs = (payload + gso_size - 1) / gso_size;
-		}
-		if (segs == 0)
-			segs = 1;
-	}
+	const __u32 segs = gso_segments(skb, gso_size, l4_off + l4_hdr);
 	/* As in the worker: never forward what it would not (too big for the
 	 * tunnel, a header the kernel would drop). */
 	if (seg_len > tunnel_mtu || outer_len < OUTER_LEN + sizeof(struct iphdr) ||
@@ -237,18 +307,8 @@ static __always_inline int retunnel(struct __sk_buff *skb)
 				     : outer_len - OUTER_LEN;
 
 	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET;
-	fib.tos = outer->tos;
-	fib.l4_protocol = IPPROTO_IPIP;
-	fib.tot_len = seg_len;
-	fib.ifindex = skb->ifindex;
-	fib.ipv4_src = tunnel_src;
-	fib.ipv4_dst = tunnel_dst;
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		count(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? CNT_TOO_BIG : CNT_FIB_FAIL, 1);
+	if (route_outer(skb, &fib, outer->tos, seg_len, tunnel_src, tunnel_dst) < 0)
 		return TC_ACT_OK;
-	}
 
 	/* The header's one's-complement sum is zero before and after, so a
 	 * CHECKSUM_COMPLETE skb->csum stays right. */
@@ -260,12 +320,7 @@ static __always_inline int retunnel(struct __sk_buff *skb)
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
 
-	__sync_fetch_and_add(&v->packets, segs);
-	__sync_fetch_and_add(&v->bytes, bytes);
-	count(CNT_FORWARDED, segs);
-	count(CNT_BYTES, bytes);
-	count_object(&vip_stats, vip, segs, bytes);
-	count_object(&host_stats, host, segs, bytes);
+	count_forwarded(v, segs, bytes, vip, host);
 	return bpf_redirect(fib.ifindex, 0);
 }
 
@@ -281,18 +336,12 @@ int slr_fast_path(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->pkt_type != PACKET_HOST)
 		return TC_ACT_OK;
 
+	/* Headers outside the linear area (or a short UDP datagram): only pull
+	 * when the packet really is that long. */
+	if (pull_headers(skb, need, l4_off + sizeof(struct udphdr)) < 0)
+		return TC_ACT_OK;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	if (data + need > data_end) {
-		/* Headers outside the linear area (or a short UDP datagram): only
-		 * pull when the packet really is that long. */
-		if (skb->len < l4_off + sizeof(struct udphdr))
-			return TC_ACT_OK;
-		if (bpf_skb_pull_data(skb, skb->len < need ? skb->len : need) < 0)
-			return TC_ACT_OK;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
 	struct ethhdr *eth = data;
 	struct iphdr *iph = data + l3_off;
 	if ((void *)(iph + 1) > data_end)
@@ -304,60 +353,18 @@ int slr_fast_path(struct __sk_buff *skb)
 	if (iph->protocol == IPPROTO_IPIP)
 		return tunnel_source ? retunnel(skb) : TC_ACT_OK;
 
-	struct flow_key key = {};
 	__u8 tcp_flags = 0;
-	__u32 l4_hdr;
-	if (iph->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = data + l4_off;
-		if ((void *)th + 14 > data_end)
-			return TC_ACT_OK;
-		key.sport = bpf_ntohs(th->source);
-		key.dport = bpf_ntohs(th->dest);
-		tcp_flags = ((__u8 *)th)[13];
-		l4_hdr = th->doff * 4;
-	} else if (iph->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = data + l4_off;
-		if ((void *)(uh + 1) > data_end)
-			return TC_ACT_OK;
-		key.sport = bpf_ntohs(uh->source);
-		key.dport = bpf_ntohs(uh->dest);
-		l4_hdr = sizeof(struct udphdr);
-	} else {
+	__u32 l4_hdr = 0;
+	struct flow_value *v = find_flow(data, data_end, l4_off, iph, &tcp_flags, &l4_hdr);
+	if (!v)
 		return TC_ACT_OK;
-	}
-	key.src[0] = iph->saddr;
-	key.dst[0] = iph->daddr;
-	key.proto = iph->protocol;
-	key.family = 4;
-
-	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
-	if (!v) {
-		count(CNT_SLOW_PATH, 1);
-		return TC_ACT_OK;
-	}
-	/* Activity first: a packet the slow path handles still shows the flow
-	 * is alive, and the FIN/RST bits drive the worker's timeouts. */
-	v->last_seen_ns = bpf_ktime_get_ns();
-	__u8 fin_rst = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
-	if (fin_rst & ~v->tcp_flags_seen)
-		v->tcp_flags_seen |= fin_rst; /* written once or twice per flow */
 
 	const __u32 inner_len = bpf_ntohs(iph->tot_len);
 	/* A GRO/GSO aggregate leaves as segments of gso_size payload each: the
 	 * per-segment size is what must fit the tunnel. */
 	const __u32 gso_size = skb->gso_size;
 	const __u32 seg_len = gso_size ? sizeof(struct iphdr) + l4_hdr + gso_size : inner_len;
-	__u32 segs = 1;
-	if (gso_size) {
-		segs = skb->gso_segs;
-		if (segs == 0) { /* not computed yet (untrusted source, e.g. virtio) */
-			__u32 hdrs = l3_off + sizeof(struct iphdr) + l4_hdr;
-			__u32 payload = skb->len > hdrs ? skb->len - hdrs : 0;
-			segs = (payload + gso_size - 1) / gso_size;
-		}
-		if (segs == 0)
-			segs = 1;
-	}
+	const __u32 segs = gso_segments(skb, gso_size, l3_off + sizeof(struct iphdr) + l4_hdr);
 	/* Left to the kernel, like the worker would not forward them either:
 	 * TTL expiring here (time-exceeded), too big for the tunnel (the worker
 	 * sends fragmentation-needed), a header the kernel will drop (bad
@@ -389,18 +396,8 @@ int slr_fast_path(struct __sk_buff *skb)
 	 * output device, which is wrong when the hosts sit behind another
 	 * interface.  tot_len makes the helper check the egress MTU as well. */
 	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET;
-	fib.tos = tos;
-	fib.l4_protocol = IPPROTO_IPIP;
-	fib.tot_len = seg_len + OUTER_LEN;
-	fib.ifindex = skb->ifindex;
-	fib.ipv4_src = tunnel_src;
-	fib.ipv4_dst = tunnel_dst;
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		count(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? CNT_TOO_BIG : CNT_FIB_FAIL, 1);
+	if (route_outer(skb, &fib, tos, seg_len + OUTER_LEN, tunnel_src, tunnel_dst) < 0)
 		return TC_ACT_OK;
-	}
 
 	/* Grow room for the outer header between MAC and IP.  With the ENCAP
 	 * flag the kernel marks the skb encapsulated (inner headers, GSO type
@@ -460,12 +457,7 @@ int slr_fast_path(struct __sk_buff *skb)
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
 
-	__sync_fetch_and_add(&v->packets, segs);
-	__sync_fetch_and_add(&v->bytes, bytes);
-	count(CNT_FORWARDED, segs);
-	count(CNT_BYTES, bytes);
-	count_object(&vip_stats, vip, segs, bytes);
-	count_object(&host_stats, host, segs, bytes);
+	count_forwarded(v, segs, bytes, vip, host);
 	return bpf_redirect(fib.ifindex, 0);
 }
 

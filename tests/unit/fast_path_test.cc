@@ -190,6 +190,26 @@ class FastPathNetns : public ::testing::Test {
     return std::nullopt;
   }
 
+  // The inner frame tunnelled the way an upper SLR does it: Ethernet, then an
+  // outer IPv4 header 10.77.0.50 -> outer_dst (TTL 5, DF), then the inner
+  // frame's IP packet.
+  std::vector<uint8_t> tunnelled(uint32_t outer_dst, const std::vector<uint8_t>& inner_frame) {
+    std::vector<uint8_t> f(inner_frame.begin(), inner_frame.begin() + 14);
+    std::vector<uint8_t> outer(20, 0);
+    auto* o = reinterpret_cast<std::byte*>(outer.data());
+    o[0] = std::byte{0x45};
+    store16(o + 2, uint16_t(20 + inner_frame.size() - 14));
+    store16(o + 6, kIpv4FlagDf);
+    o[8] = std::byte{5};
+    o[9] = std::byte{kProtoIpip};
+    store32(o + 12, ip4("10.77.0.50"));
+    store32(o + 16, outer_dst);
+    (void)setIpv4HeaderChecksum(std::span<std::byte>(o, 20));
+    f.insert(f.end(), outer.begin(), outer.end());
+    f.insert(f.end(), inner_frame.begin() + 14, inner_frame.end());
+    return f;
+  }
+
   // Like captureIpip, skipping the IP-in-IP frames a test injected itself
   // (outer source 10.77.0.50): the capture on fpb sees them leave.
   std::optional<std::vector<uint8_t>> captureForwarded(int timeout_ms) {
@@ -359,23 +379,6 @@ TEST_F(FastPathNetns, ForwardsInstalledFlowAndPassesUnknownOnes) {
 // (not to us, unknown inner flow, no tunnel source configured) goes to the
 // kernel untouched.
 TEST_F(FastPathNetns, RetunnelsInstalledFlowsFromAbove) {
-  // tunnelled(): the upper SLR's packet: outer 10.77.0.50 -> dst, TTL 5.
-  auto tunnelled = [&](uint32_t outer_dst, const std::vector<uint8_t>& inner_frame) {
-    std::vector<uint8_t> f(inner_frame.begin(), inner_frame.begin() + 14);
-    std::vector<uint8_t> outer(20, 0);
-    auto* o = reinterpret_cast<std::byte*>(outer.data());
-    o[0] = std::byte{0x45};
-    store16(o + 2, uint16_t(20 + inner_frame.size() - 14));
-    store16(o + 6, kIpv4FlagDf);
-    o[8] = std::byte{5};
-    o[9] = std::byte{kProtoIpip};
-    store32(o + 12, ip4("10.77.0.50"));
-    store32(o + 16, outer_dst);
-    (void)setIpv4HeaderChecksum(std::span<std::byte>(o, 20));
-    f.insert(f.end(), outer.begin(), outer.end());
-    f.insert(f.end(), inner_frame.begin() + 14, inner_frame.end());
-    return f;
-  };
   const uint32_t self = ip4("10.77.9.9");
   auto fp = FastPath::attach({"fpa"}, 1500, 16, 1, 1, self);
   ASSERT_TRUE(fp.ok()) << fp.error().message();
@@ -431,19 +434,8 @@ TEST_F(FastPathNetns, WithoutATunnelSourceIpipIsLeftAlone) {
   flow.tunnel_src = ip4("10.77.0.1");
   flow.tunnel_dst = ip4("10.77.0.2");
   ASSERT_TRUE((*fp)->add(key_, flow).ok());
-  std::vector<uint8_t> inner = frame(key_, 64, 0x18, 10);
-  std::vector<uint8_t> f(inner.begin(), inner.begin() + 14);
-  std::vector<uint8_t> outer(20, 0);
-  auto* o = reinterpret_cast<std::byte*>(outer.data());
-  o[0] = std::byte{0x45};
-  store16(o + 2, uint16_t(20 + inner.size() - 14));
-  o[8] = std::byte{5};
-  o[9] = std::byte{kProtoIpip};
-  store32(o + 12, ip4("10.77.0.50"));
-  store32(o + 16, 0);
-  (void)setIpv4HeaderChecksum(std::span<std::byte>(o, 20));
-  f.insert(f.end(), outer.begin(), outer.end());
-  f.insert(f.end(), inner.begin() + 14, inner.end());
+  // Tunnelled to 0.0.0.0, the unset tunnel source: must still not match.
+  std::vector<uint8_t> f = tunnelled(0, frame(key_, 64, 0x18, 10));
   drainCapture();
   inject(f);
   EXPECT_FALSE(captureForwarded(200).has_value());
