@@ -12,10 +12,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "cmd/tables.h"
@@ -83,19 +81,12 @@ int checkLuaPolicy(const std::string& file, const slr::config::PolicyConfig& pc,
     printConfigError(slr::Error{0, "config " + file, file + ": " + what});
     return kExitUsage;
   };
-  std::string source, chunk;
-  if (inline_src) {
-    source = pc.lua;
-    chunk = "policy.lua";  // Lua messages then read "policy.lua:LINE: ..."
-  } else {
-    std::ifstream in(pc.lua_file, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (!in) return fail(key + ": cannot read " + pc.lua_file + ": " + std::strerror(errno));
-    source = ss.str();
-    chunk = pc.lua_file;
-  }
-  auto l = slr::LuaPolicy::load(source, chunk);
+  // Inline: Lua messages then read "policy.lua:LINE: ...".
+  const std::string chunk = inline_src ? "policy.lua" : pc.lua_file;
+  auto source = slr::LuaPolicy::readConfigured(pc.lua, pc.lua_file);
+  if (!source)
+    return fail(key + ": cannot read " + pc.lua_file + ": " + std::strerror(source.error().code));
+  auto l = slr::LuaPolicy::load(*source, chunk);
   if (!l) {
     // Syntax and runtime errors already start with "CHUNK:LINE:"; the others
     // (no F or G, F not a function, limits) do not.
@@ -104,8 +95,7 @@ int checkLuaPolicy(const std::string& file, const slr::config::PolicyConfig& pc,
     return fail(inline_src ? (where.empty() ? d : key + ": " + d)
                            : key + ": " + where + d);
   }
-  note = std::string(", Lua policy: ") + ((*l)->hasCost() ? "F" : "") +
-         ((*l)->hasCost() && (*l)->hasAggregate() ? ", " : "") + ((*l)->hasAggregate() ? "G" : "");
+  note = ", Lua policy: " + (*l)->functions();
   return kExitOk;
 }
 

@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <utility>
 
@@ -584,6 +587,21 @@ AggregateFn LuaPolicy::aggregateFn() {
     noteFallback(r.error(), "aggregate (aggregateLoad)");
     return aggregateLoad(cands, ctx);
   };
+}
+
+std::string LuaPolicy::functions() const {
+  if (has_f_ && has_g_) return "F, G";
+  return has_f_ ? "F" : "G";
+}
+
+Result<std::string> LuaPolicy::readConfigured(const std::string& inline_source,
+                                              const std::string& file) {
+  if (!inline_source.empty() || file.empty()) return inline_source;
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (!in) return sysError("read lua_file", errno ? errno : EIO, file);
+  return ss.str();
 }
 
 }  // namespace slr

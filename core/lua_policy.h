@@ -87,6 +87,14 @@ class LuaPolicy {
   bool hasCost() const { return has_f_; }       // F defined
   bool hasAggregate() const { return has_g_; }  // G defined
   const std::string& chunkName() const { return chunk_name_; }
+  // "F", "G" or "F, G": the functions the source defines.
+  std::string functions() const;
+
+  // The operator's source as configured: [policy] lua (inline, returned as
+  // is) or else lua_file (read whole).  Empty when neither is set.  An error
+  // (op "read lua_file") carries errno and the path.
+  static Result<std::string> readConfigured(const std::string& inline_source,
+                                            const std::string& file);
 
   // F(c, ctx) -> number.  The error detail names the function:
   // "F: <lua message>", "F: returned a string, expected a number",

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
-#include <fstream>
 #include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -102,39 +101,23 @@ class SlrDaemon {
 // not load is logged as an error and the built-ins keep traffic flowing;
 // check-config catches it before a deploy.
 Status SlrDaemon::setupPolicy() {
-  std::string source, chunk;
-  if (!cfg_.policy.lua.empty()) {
-    source = cfg_.policy.lua;
-    chunk = cfg_.source_path + ": policy.lua";
-  } else if (!cfg_.policy.lua_file.empty()) {
-    std::ifstream in(cfg_.policy.lua_file);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    if (!in) {
-      lua_state_ = "error: cannot read " + cfg_.policy.lua_file;
-    } else {
-      source = ss.str();
-    }
-    chunk = cfg_.policy.lua_file;
-  }
-  if (!source.empty()) {
-    auto l = LuaPolicy::load(source, chunk);
+  const auto& pc = cfg_.policy;
+  if (!pc.lua.empty() || !pc.lua_file.empty()) {
+    const std::string chunk = pc.lua.empty() ? pc.lua_file : cfg_.source_path + ": policy.lua";
+    auto source = LuaPolicy::readConfigured(pc.lua, pc.lua_file);
+    auto l = source ? LuaPolicy::load(*source, chunk) : Result<std::unique_ptr<LuaPolicy>>(source.error());
     if (!l) {
       lua_state_ = "error: " + l.error().message();
     } else {
       lua_ = std::move(l.value());
-      lua_state_ = std::string("on: ") + (lua_->hasCost() ? "F" : "") +
-                   (lua_->hasCost() && lua_->hasAggregate() ? ", " : "") +
-                   (lua_->hasAggregate() ? "G" : "");
-      if (lua_->hasCost() && cfg_.policy.algorithm != config::kAlgorithmLeastCost)
-        LOG_WARN("policy", "Lua F is used by the least-cost algorithm only; policy is " +
-                               cfg_.policy.algorithm);
+      lua_state_ = "on: " + lua_->functions();
+      LOG_INFO("policy", "operator policy " + lua_state_ + " from " + chunk);
+      if (lua_->hasCost() && pc.algorithm != config::kAlgorithmLeastCost)
+        LOG_WARN("policy", "Lua F is used by the least-cost algorithm only; policy is " + pc.algorithm);
     }
   }
   if (lua_state_.rfind("error: ", 0) == 0)
     LOG_ERROR("policy", "operator policy not loaded, using the built-in F and G: " + lua_state_.substr(7));
-  else if (lua_)
-    LOG_INFO("policy", "operator policy " + lua_state_ + " from " + chunk);
 
   std::unique_ptr<Policy> policy;
   if (lua_ && lua_->hasCost() && cfg_.policy.algorithm == config::kAlgorithmLeastCost) {
