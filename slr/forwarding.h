@@ -71,6 +71,25 @@ struct ForwardingSnapshot {
     return 0;
   }
 
+  // What a new flow of `key` on route `rt` is picked from and by: its
+  // client's region's selection, and the flow's hash or, with client
+  // affinity, the client address's.  The workers and `slrctl explain` both
+  // use it, so explain shows what a worker would do.
+  struct NewFlowChoice {
+    const Selection& selection;
+    uint64_t hash;
+  };
+  NewFlowChoice newFlowChoice(const RouteEntry& rt, const FlowKey& key, uint64_t flow_hash,
+                              uint64_t seed) const {
+    const Selection& sel =
+        regions.empty() ? rt.selection : rt.selectionFor(regionOf(key.srcAddr().v4HostOrder()));
+    if (!rt.client_affinity) return {sel, flow_hash};
+    FlowKey client{};
+    client.src = key.src;
+    client.family = key.family;
+    return {sel, flowHash(client, seed)};
+  }
+
   const RouteEntry* route(uint32_t dst) const {
     for (const auto& r : routes) {
       if ((dst & r.mask) == r.net) return &r;

@@ -820,15 +820,9 @@ json SlrDaemon::explainJson(std::string_view args) {
     j["error"] = "no next hop: no candidate for " + rt->prefix.str() + " is eligible";
     return j;
   }
-  uint64_t h = flowHash(key, hash_seed_);
-  if (rt->client_affinity) {
-    FlowKey client{};
-    client.src = key.src;
-    client.family = key.family;
-    h = flowHash(client, hash_seed_);
-  }
+  auto choice = snap->newFlowChoice(*rt, key, flowHash(key, hash_seed_), hash_seed_);
   uint64_t rr = 0;  // round-robin: the next in turn depends on the worker; show the first
-  uint16_t nh = sel.pick(h, rr);
+  uint16_t nh = choice.selection.pick(choice.hash, rr);
   j["choice"] = {{"next_hop", name(nh)},
                  {"endpoint", nh < snap->next_hops.size() ? IpAddress::v4(snap->next_hops[nh].tunnel_v4).str()
                                                            : std::string("-")},

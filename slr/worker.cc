@@ -296,17 +296,13 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   std::span<const std::byte> inner(p.frame + kHeadroom, p.len);
   const PacketInfo& info = p.info;
   const uint32_t dst = v4(info.key.dst);
-  size_t vip = 0;
-  while (vip < opts_.vips.size() && (dst & opts_.vips[vip].mask) != opts_.vips[vip].net) ++vip;
+  const size_t vip = vipOf(dst);
   if (vip == opts_.vips.size()) return drop(Drop::k_not_vip);
 
   const ForwardingSnapshot& snap = *snap_;
   const uint64_t hash = p.hash;
   uint16_t nh = kNoNextHop;
   FlowEntry* e = table_->lookup(info.key, hash, now_ms);
-  auto alive = [&snap](uint16_t h) {
-    return h >= kShortcutBase || (h < snap.next_hops.size() && snap.next_hops[h].up);
-  };
   if (e != nullptr) {
     if (e->flags & kFlagAwaitShortcut) {
       // Sent to a lower SLR that will say which host it chose: hold the
@@ -318,8 +314,7 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
         }
         bump(counters_->hold_overflow);
       }
-      e->flags &= uint8_t(~kFlagAwaitShortcut);  // the normal way from now on
-      if (opts_.fast_path != nullptr && alive(e->next_hop)) installFastPath(*e, uint16_t(vip));
+      stopAwaiting(*e, vip);
     }
     if (!alive(e->next_hop)) {
       // Its host was withdrawn: the connection is lost there anyway, so give
@@ -443,16 +438,27 @@ void Worker::queueTx(std::byte* frame, size_t inner_len, uint32_t dst) {
 // address alone decides, so one client's connections share a site.
 // Round-robin selections keep one position per route in this worker.
 uint16_t Worker::pick(const RouteEntry& rt, const Packet& p) {
-  const Selection& sel =
-      snap_->regions.empty() ? rt.selection : rt.selectionFor(snap_->regionOf(v4(p.info.key.src)));
-  uint64_t h = p.hash;
-  if (rt.client_affinity) {
-    FlowKey client{};
-    client.src = p.info.key.src;
-    client.family = p.info.key.family;
-    h = flowHash(client, opts_.hash_seed);
-  }
-  return sel.pick(h, rr_counters_[size_t(&rt - snap_->routes.data())]);
+  auto c = snap_->newFlowChoice(rt, p.info.key, p.hash, opts_.hash_seed);
+  return c.selection.pick(c.hash, rr_counters_[size_t(&rt - snap_->routes.data())]);
+}
+
+size_t Worker::vipOf(uint32_t dst) const {
+  size_t vip = 0;
+  while (vip < opts_.vips.size() && (dst & opts_.vips[vip].mask) != opts_.vips[vip].net) ++vip;
+  return vip;
+}
+
+bool Worker::alive(uint16_t nh) const {
+  return nh >= kShortcutBase || (nh < snap_->next_hops.size() && snap_->next_hops[nh].up);
+}
+
+// A flow sent to a shortcut-capable lower SLR stops waiting for its shortcut
+// (it timed out, or the hold queue was full): from now on it goes the normal
+// way, and the kernel fast path may take it.
+void Worker::stopAwaiting(FlowEntry& e, size_t vip) {
+  e.flags &= uint8_t(~kFlagAwaitShortcut);
+  if (opts_.fast_path != nullptr && vip < opts_.vips.size() && alive(e.next_hop))
+    installFastPath(e, uint16_t(vip));
 }
 
 // ---- shortcuts ----
@@ -507,9 +513,7 @@ void Worker::applyShortcuts(uint32_t now_ms) {
     if (delay > read(counters_->shortcut_delay_ms_max))
       counters_->shortcut_delay_ms_max.store(delay, std::memory_order_relaxed);
     if (opts_.fast_path != nullptr) {
-      const uint32_t dst = v4(c.key.dst);
-      size_t vip = 0;
-      while (vip < opts_.vips.size() && (dst & opts_.vips[vip].mask) != opts_.vips[vip].net) ++vip;
+      const size_t vip = vipOf(v4(c.key.dst));
       if (vip < opts_.vips.size()) installFastPath(*e, uint16_t(vip), via);
     }
     releaseHeld(c.key, c.endpoint);
@@ -555,23 +559,10 @@ void Worker::expireHeld(uint32_t now_ms) {
     if (h.live) {
       if (int32_t(now_ms - h.deadline_ms) < 0) break;
       FlowEntry* e = table_->lookup(h.key, table_->hash(h.key), now_ms);
-      if (e != nullptr) {
-        if (e->flags & kFlagAwaitShortcut) {
-          e->flags &= uint8_t(~kFlagAwaitShortcut);
-          const uint32_t dst = v4(h.key.dst);
-          size_t vip = 0;
-          while (vip < opts_.vips.size() && (dst & opts_.vips[vip].mask) != opts_.vips[vip].net) ++vip;
-          if (opts_.fast_path != nullptr && vip < opts_.vips.size() && e->next_hop < snap_->next_hops.size() &&
-              snap_->next_hops[e->next_hop].up)
-            installFastPath(*e, uint16_t(vip));
-        }
-        const uint16_t nh = e->next_hop;
-        if (nh >= kShortcutBase || (nh < snap_->next_hops.size() && snap_->next_hops[nh].up)) {
-          queueTx(held_bufs_.get() + held_head_ * kHoldBuf, h.len, endpointOf(nh));
-          bump(counters_->hold_timeouts);
-        } else {
-          bump(counters_->drops[int(Drop::k_no_host)]);
-        }
+      if (e != nullptr && (e->flags & kFlagAwaitShortcut)) stopAwaiting(*e, vipOf(v4(h.key.dst)));
+      if (e != nullptr && alive(e->next_hop)) {
+        queueTx(held_bufs_.get() + held_head_ * kHoldBuf, h.len, endpointOf(e->next_hop));
+        bump(counters_->hold_timeouts);
       } else {
         bump(counters_->drops[int(Drop::k_no_host)]);
       }
@@ -721,6 +712,15 @@ void Worker::sendTooBig(const std::byte* inner, size_t inner_len) {
   }
 }
 
+// A flow as `slrctl flows` / explain show it, with what the kernel did of it.
+FlowRecord Worker::record(const FlowEntry& e, uint32_t now_ms) const {
+  FlowRecord r{e.key,   e.next_hop, e.label, endpointOf(e.next_hop), e.next_hop >= kShortcutBase,
+               e.state, uint32_t(now_ms - e.last_seen_ms), uint32_t(now_ms - e.first_seen_ms),
+               e.packets};
+  if (e.flags & kFlagFastPath) mergeFastPath(r, now_ms);
+  return r;
+}
+
 void Worker::serveControl(uint32_t now_ms) {
   std::lock_guard lk(req_mu_);
   int req = request_.load(std::memory_order_acquire);
@@ -729,23 +729,13 @@ void Worker::serveControl(uint32_t now_ms) {
     table_->forEach([&](const FlowEntry& e) {
       if (req_flows_.size() >= req_limit_) return false;
       if (table_->isExpired(e, now_ms)) return true;
-      FlowRecord r{e.key,      e.next_hop, e.label, endpointOf(e.next_hop), e.next_hop >= kShortcutBase,
-                   e.state,    uint32_t(now_ms - e.last_seen_ms),
-                   uint32_t(now_ms - e.first_seen_ms), e.packets};
-      if (e.flags & kFlagFastPath) mergeFastPath(r, now_ms);
-      req_flows_.push_back(r);
+      req_flows_.push_back(record(e, now_ms));
       return true;
     });
   } else if (req == int(Request::kLookup)) {
     req_record_.reset();
     FlowEntry* e = table_->lookup(req_key_, table_->hash(req_key_), now_ms);
-    if (e != nullptr) {
-      FlowRecord r{e->key,      e->next_hop, e->label, endpointOf(e->next_hop), e->next_hop >= kShortcutBase,
-                   e->state,    uint32_t(now_ms - e->last_seen_ms),
-                   uint32_t(now_ms - e->first_seen_ms), e->packets};
-      if (e->flags & kFlagFastPath) mergeFastPath(r, now_ms);
-      req_record_ = r;
-    }
+    if (e != nullptr) req_record_ = record(*e, now_ms);
   } else if (req == int(Request::kPerHost)) {
     req_per_host_.assign(opts_.host_count, 0);
     table_->forEach([&](const FlowEntry& e) {

@@ -133,6 +133,10 @@ class Worker {
   // Returns true if the packet was queued for transmission.
   bool forward(Packet& p, uint32_t now_ms);
   uint16_t pick(const RouteEntry& rt, const Packet& p);
+  size_t vipOf(uint32_t dst) const;  // index into opts_.vips; size() = not a VIP
+  bool alive(uint16_t nh) const;     // a shortcut endpoint, or a next hop that is up
+  void stopAwaiting(FlowEntry& e, size_t vip);
+  FlowRecord record(const FlowEntry& e, uint32_t now_ms) const;
   void sendTooBig(const std::byte* inner, size_t inner_len);
   void flush();
   void serveControl(uint32_t now_ms);
