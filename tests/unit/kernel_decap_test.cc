@@ -23,6 +23,7 @@
 // slrt0, and a TUN fd only returns what the kernel transmits into it.  An
 // AF_PACKET socket bound to slrt0 sees them, and so does the service.
 #include "hostagent/kernel_decap.h"
+#include "core/sysctl.h"
 
 #include <arpa/inet.h>
 #include <bpf/libbpf.h>
@@ -175,10 +176,20 @@ std::vector<uint8_t> innerTcp(uint16_t sport, uint16_t dport, uint32_t seq, uint
 
 class KernelDecapNetns : public ::testing::Test {
  protected:
+  static constexpr const char* kIpv6Switches[] = {"net/ipv6/conf/all/disable_ipv6",
+                                                  "net/ipv6/conf/default/disable_ipv6"};
+  std::vector<std::string> saved_ipv6_;
+
   void SetUp() override {
     REQUIRE_SCRATCH_NETNS();
-    writeSysctl("net/ipv6/conf/all/disable_ipv6", "1");
-    writeSysctl("net/ipv6/conf/default/disable_ipv6", "1");
+    // IPv6 off while this fixture runs (no autoconf noise on the veths);
+    // TearDown puts it back for the other tests sharing the scratch netns.
+    // Read both first: writing "all" also sets "default".
+    for (const char* k : kIpv6Switches) {
+      auto old = readSysctl(k);
+      saved_ipv6_.push_back(old ? *old : "0");
+    }
+    for (const char* k : kIpv6Switches) writeSysctl(k, "1");
     ASSERT_TRUE(addVethPair("kda", "kdb"));
     ASSERT_TRUE(sh(std::string("ip addr add ") + kTunnel + "/24 dev kda"));
     kda_ = int(if_nametoindex("kda"));
@@ -223,6 +234,7 @@ class KernelDecapNetns : public ::testing::Test {
     ASSERT_EQ(::bind(raw_.get(), reinterpret_cast<sockaddr*>(&ra), sizeof ra), 0);
   }
   void TearDown() override {
+    for (size_t i = 0; i < saved_ipv6_.size(); ++i) writeSysctl(kIpv6Switches[i], saved_ipv6_[i].c_str());
     (void)sh("ip link del kda");
     (void)sh("ip route del local 10.100.0.0/24 dev lo table local");
     (void)sh("ip route del local 10.200.0.0/16 dev lo table local");

@@ -295,8 +295,10 @@ TEST(NetlinkRoot, RouteGetFibMatchReportsTheMetric) {
   RouteSpec v6narrow = v6;
   v6narrow.dst = pfx("fd00:60:1::/48");
   v6narrow.metric = 7;
-  ASSERT_TRUE(addRoute(v6).ok());
-  ASSERT_TRUE(addRoute(v6narrow).ok());
+  for (const RouteSpec* r : {&v6, &v6narrow}) {
+    auto st = addRoute(*r);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+  }
   auto v6got = routeGetFibMatch(ip("fd00:60:1::5"));
   ASSERT_TRUE(v6got.ok()) << v6got.error().message();
   EXPECT_EQ(v6got->metric, 7u);
