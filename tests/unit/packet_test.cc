@@ -12,18 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/tins_bytes.h"
+
 namespace slr {
 namespace {
 
-using Bytes = std::vector<std::byte>;
-
-template <class P>
-Bytes serialize(P&& pdu) {
-  auto v = pdu.serialize();
-  Bytes out(v.size());
-  std::copy(v.begin(), v.end(), reinterpret_cast<uint8_t*>(out.data()));
-  return out;
-}
+using testing::Bytes;
+using testing::serialize;
 Bytes hex(std::initializer_list<int> l) {
   Bytes out;
   for (int b : l) out.push_back(std::byte(b));

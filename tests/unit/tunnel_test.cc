@@ -10,18 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/tins_bytes.h"
+
 namespace slr {
 namespace {
 
-using Bytes = std::vector<std::byte>;
-
-template <class P>
-Bytes serialize(P&& pdu) {
-  auto v = pdu.serialize();
-  Bytes out(v.size());
-  std::copy(v.begin(), v.end(), reinterpret_cast<uint8_t*>(out.data()));
-  return out;
-}
+using testing::Bytes;
+using testing::serialize;
 std::span<const std::byte> cspan(const Bytes& b) { return {b.data(), b.size()}; }
 IpAddress addr(const char* s) { return *IpAddress::parse(s); }
 void fixChecksum(Bytes& b, size_t at = 0) {
@@ -81,7 +76,7 @@ TEST(IpipCodec, EncapsulateParsesWithLibtins) {
   };
   for (Variant v : {Variant{0, true, 100, 1}, Variant{0xb8, false, 0, 0xffff}, Variant{0x03, true, 1380, 0},
                     Variant{0xfd, false, 1, 4242}}) {
-    SCOPED_TRACE(testing::Message() << "tos " << int(v.tos) << " df " << v.df << " payload " << v.payload);
+    SCOPED_TRACE(::testing::Message() << "tos " << int(v.tos) << " df " << v.df << " payload " << v.payload);
     Bytes inner = innerTcp(v.tos, v.df, v.payload);
     Bytes frame = frameFor(inner);
     const TunnelCodec& codec = IpipCodec();
