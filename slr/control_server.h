@@ -1,9 +1,10 @@
 #pragma once
 // The SLR's side of the control channel: a TLS 1.3 listener with mutual
 // certificate authentication, driven by one poll loop on the control thread.
-// Hosts say HELLO (identity = certificate CN, which must be a configured
-// [[host]] and equal the HELLO name), then send periodic UPDATEs whose
-// subnets must be authorised for them.  Every refusal is counted by reason,
+// Hosts and lower-level SLRs say HELLO (identity = certificate CN, which must
+// be a configured [[host]] and equal the HELLO name), then send periodic
+// UPDATEs whose subnets must be authorised for them; lower SLRs may also send
+// SHORTCUTs for flows inside those subnets (handed to the ShortcutSink).  Every refusal is counted by reason,
 // answered with an ERROR frame where the peer can still read one, and logged
 // with the peer's address.  Garbage never reaches the registry.
 #include <atomic>
