@@ -105,6 +105,45 @@ struct FlowsConfig {
   uint32_t capacity = 1048576;      // per SLR, split across workers; 1024..(1<<26)
   OnFull on_full = OnFull::kStateless;
   FlowTimeouts timeouts;
+  // A TCP segment without SYN for a flow this SLR does not know, whose next
+  // hop would be a host (not a lower SLR): its packets are dropped and
+  // counted for up to this long after the first one (the client retransmits),
+  // waiting for WHOHAS or a host's flow advertisement (ICMP echo) to say
+  // which host has the connection; then the stateless table's choice.
+  // 0 = no wait: the stateless choice at once (0..60s, default 3s).
+  Duration midstream_wait{std::chrono::seconds(3)};
+};
+
+// [hot_spare]: this SLR and one peer SLR form a main/spare pair.  The main
+// streams its flow-table changes to the spare over the TLS control channel
+// (the spare dials the main's control_listen); the spare mirrors them and,
+// when the main's heartbeats stop for dead_after, claims the addresses the
+// VIP traffic is routed to and forwards with the mirrored flows.
+enum class SpareRole { kMain, kSpare };
+std::string_view spareRoleName(SpareRole r);  // "main" | "spare"
+
+struct HotSpareConfig {
+  bool enabled = false;            // the [hot_spare] table is present
+  SpareRole role = SpareRole::kMain;  // key "role", required
+  Endpoint peer;                   // required: the other SLR's control_listen
+  std::string peer_name;           // required: its certificate CN (!= own name)
+  Duration heartbeat{std::chrono::milliseconds(100)};   // 10ms..10s
+  Duration dead_after{std::chrono::milliseconds(500)};  // > heartbeat, <= 60s
+  Duration sync_interval{std::chrono::milliseconds(10)};  // 1ms..1s: batching delay (sync lag bound)
+  std::string claim_interface;     // required when claim_addresses is non-empty
+  std::vector<Prefix> claim_addresses;  // "10.0.2.100/24": added on claim (+ gratuitous ARP), removed on release
+};
+
+// [[neighbor]]: SLRs asked WHOHAS for mid-stream flows this SLR does not know.
+struct NeighborConfig {
+  Endpoint address;   // required: its control_listen
+  std::string name;   // required: its certificate CN; unique, != own name
+  std::string ca;     // optional, default [tls].ca
+};
+
+struct WhohasConfig {
+  Duration wait{std::chrono::milliseconds(50)};  // [whohas] wait, 1ms..10s: hold before giving up
+  uint8_t scope = 1;  // [whohas] scope 1..8: hops a query travels (1 = direct neighbours only)
 };
 
 enum class RouteCostSource { kConfig, kKernel };
@@ -146,6 +185,8 @@ struct HostAuthConfig {
   // Disaster-recovery next hop: gets new flows only when no primary (non-
   // standby) next hop of the subnet is available.
   bool standby = false;
+  // Start drained: no new flows until `slrctl undrain NAME`.
+  bool drained = false;
 };
 
 // Client proximity ([[region]]): clients whose source address lies in one of
@@ -166,6 +207,9 @@ struct SlrConfig {
   std::vector<HostAuthConfig> hosts;  // >= 1
   std::vector<UpstreamConfig> upstreams;  // [[upstream]], 0..16
   std::vector<RegionConfig> regions;      // [[region]], 0..256
+  HotSpareConfig hot_spare;               // [hot_spare]
+  std::vector<NeighborConfig> neighbors;  // [[neighbor]], 0..32
+  WhohasConfig whohas;                    // [whohas]
   std::string source_path;            // file (or source name) it was loaded from
 };
 
@@ -201,6 +245,40 @@ struct LoadConfig {
   std::string command;              // required (non-empty) when source == kCommand; /bin/sh -c
 };
 
+// [[check]]: a health check of a service on this host.  A subnet is
+// advertised available only while every check that covers it passes.
+enum class CheckType { kTcp, kHttp, kCommand };
+std::string_view checkTypeName(CheckType t);  // "tcp" | "http" | "command"
+
+struct HealthCheckConfig {
+  std::string name;              // required, [A-Za-z0-9._-]{1,64}, unique
+  CheckType type = CheckType::kTcp;  // key "type", required
+  Endpoint address;              // tcp/http: required ("127.0.0.1:80")
+  std::string path = "/";        // http: request path, starts with '/'
+  uint32_t expect_status = 200;  // http: 100..599
+  std::string host_header;       // http: Host header (default: the address)
+  std::string command;           // command: /bin/sh -c, exit 0 = healthy; required for type command
+  Duration interval{std::chrono::seconds(1)};        // 10ms..1h
+  Duration timeout{std::chrono::milliseconds(500)};  // 1ms..1h, <= interval
+  uint32_t rise = 1;             // 1..100 consecutive passes to become healthy
+  uint32_t fall = 1;             // 1..100 consecutive failures to become unhealthy
+  std::vector<Prefix> subnets;   // subset of [[subnet]] prefixes; empty = all
+};
+
+// [recovery]: host-originated flow recovery (the seed's Fig. 10).  The agent
+// watches the TCP connections on its VIPs; one whose sent data has gone
+// unacknowledged for stall_after (but less than give_up) gets an ICMP echo
+// request from the VIP to the client carrying a flow advertisement
+// (man slrctl.toml(5), FLOW ADVERTISEMENT); the client's reply reaches
+// whichever SLR now gets the flow's packets, which re-learns the flow.
+struct RecoveryConfig {
+  bool enabled = true;                                  // key "enabled"
+  Duration stall_after{std::chrono::milliseconds(1500)};  // 10ms..1h
+  Duration give_up{std::chrono::seconds(60)};            // > stall_after, <= 24h
+  Duration interval{std::chrono::milliseconds(500)};     // 10ms..1h: scan period and echo repeat
+  uint32_t max_echoes = 8;                               // 1..1000 per stalled connection
+};
+
 struct HostConfig {
   HostSection host;
   TlsConfig tls;
@@ -211,6 +289,8 @@ struct HostConfig {
   // host can advertise a priority and a best-effort subnet differently.
   std::vector<double> subnet_load_scale;
   LoadConfig load;
+  std::vector<HealthCheckConfig> checks;  // [[check]], 0..64
+  RecoveryConfig recovery;                // [recovery]
   std::string source_path;
 };
 

@@ -34,8 +34,14 @@ inline constexpr uint32_t kMaxIntervalMs = 3'600'000'000u;
 // Load index travels as u32 micro-units, so 0 .. 4294.967295.
 inline constexpr double kMaxLoad = 4294.967295;
 
-enum class MsgType : uint8_t { kHello = 1, kHelloAck = 2, kUpdate = 3, kError = 4, kShortcut = 5 };
-enum class Role : uint8_t { kHost = 1, kSlr = 2 };
+enum class MsgType : uint8_t {
+  kHello = 1, kHelloAck = 2, kUpdate = 3, kError = 4, kShortcut = 5,
+  // SLR <-> SLR (HELLO role peer): hot-spare sync and WHOHAS.
+  kFlowSync = 6, kSyncAck = 7, kHeartbeat = 8, kWhohas = 9, kIhave = 10,
+};
+// kPeer: another SLR at the same level (a hot-spare partner or a WHOHAS
+// neighbour), allowed by [hot_spare].peer_name or [[neighbor]].name, not by [[host]].
+enum class Role : uint8_t { kHost = 1, kSlr = 2, kPeer = 3 };
 
 // Hello.capabilities bits.  Unknown bits are accepted and ignored (they are
 // advertisements; a newer peer may offer more).
@@ -43,6 +49,9 @@ inline constexpr uint32_t kCapKernelTunnel = 1u << 0;
 inline constexpr uint32_t kCapUserspaceTunnel = 1u << 1;
 // "I send SHORTCUT for flows you tunnel to me" (a lower SLR with shortcut on).
 inline constexpr uint32_t kCapShortcut = 1u << 2;
+// Role peer: what the peer connection is for.
+inline constexpr uint32_t kCapSpareSync = 1u << 3;  // hot-spare pair (FLOW_SYNC, SYNC_ACK, HEARTBEAT)
+inline constexpr uint32_t kCapWhohas = 1u << 4;     // WHOHAS neighbour (WHOHAS, IHAVE)
 
 // SubnetLoad flags bits (other bits must be zero in version 1).
 inline constexpr uint8_t kFlagAvailable = 1u << 0;
@@ -106,7 +115,66 @@ struct Shortcut {
   friend bool operator==(const Shortcut&, const Shortcut&) = default;
 };
 
-using Message = std::variant<Hello, HelloAck, Update, ErrorMsg, Shortcut>;
+// FLOW_SYNC (main -> spare, or an active spare -> the recovering main): flow
+// table changes, in order.  seq bumps per frame; the receiver acknowledges
+// with SYNC_ACK.  A full resync is a stream of upserts.
+enum class SyncOp : uint8_t { kUpsert = 1, kRemove = 2 };
+inline constexpr uint16_t kNoHostId = 0xFFFF;  // next_hop: endpoint is a shortcut endpoint, not a [[host]]
+struct FlowSyncEntry {
+  SyncOp op = SyncOp::kUpsert;
+  FlowKey key;                 // same rules as ShortcutEntry::key
+  uint16_t next_hop = kNoHostId;  // [[host]] index in config order (both SLRs share the list)
+  IpAddress endpoint;          // upsert: v4/v6 tunnel endpoint, not unspecified; remove: empty (family 0 on the wire)
+  uint32_t label = 0;
+  uint8_t state = 0;           // FlowState value 0..4
+  uint32_t age_ms = 0;         // since the flow's first packet at the sender
+  friend bool operator==(const FlowSyncEntry&, const FlowSyncEntry&) = default;
+};
+struct FlowSync {
+  uint32_t seq = 0;
+  std::vector<FlowSyncEntry> entries;  // 0..kMaxEntries (0: a pure marker, e.g. end of resync)
+  bool resync_done = false;            // last frame of a full resync (flags bit 0)
+  friend bool operator==(const FlowSync&, const FlowSync&) = default;
+};
+struct SyncAck {
+  uint32_t seq = 0;  // highest FLOW_SYNC seq applied
+  friend bool operator==(const SyncAck&, const SyncAck&) = default;
+};
+// HEARTBEAT (both ways, every [hot_spare].heartbeat).
+enum class PairState : uint8_t { kStandby = 1, kActive = 2, kRecovering = 3, kHandover = 4 };
+struct Heartbeat {
+  uint32_t seq = 0;
+  PairState state = PairState::kStandby;
+  uint32_t flows = 0;          // flows the sender holds
+  uint64_t hosts_digest = 0;   // hash of the [[host]] names in order: both sides must agree
+  friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
+};
+// WHOHAS (asker -> neighbour): who forwards these flows?  scope 1..8 = hops left.
+struct WhohasEntry {
+  uint32_t id = 0;
+  FlowKey key;
+  friend bool operator==(const WhohasEntry&, const WhohasEntry&) = default;
+};
+struct Whohas {
+  uint8_t scope = 1;
+  std::vector<WhohasEntry> entries;  // 1..kMaxEntries
+  friend bool operator==(const Whohas&, const Whohas&) = default;
+};
+// IHAVE (neighbour -> asker): one answer per asked entry (found or not).
+struct IhaveEntry {
+  uint32_t id = 0;
+  FlowKey key;
+  bool found = false;
+  IpAddress endpoint;  // found: the tunnel endpoint the flow goes to; else empty (family 0)
+  friend bool operator==(const IhaveEntry&, const IhaveEntry&) = default;
+};
+struct Ihave {
+  std::vector<IhaveEntry> entries;  // 1..kMaxEntries
+  friend bool operator==(const Ihave&, const Ihave&) = default;
+};
+
+using Message = std::variant<Hello, HelloAck, Update, ErrorMsg, Shortcut, FlowSync, SyncAck,
+                             Heartbeat, Whohas, Ihave>;
 
 struct Frame {
   MsgType type = MsgType::kError;
@@ -130,6 +198,11 @@ inline double microToLoad(uint32_t micro) { return double(micro) / 1e6; }
 [[nodiscard]] Status validate(const Update& m);
 [[nodiscard]] Status validate(const ErrorMsg& m);
 [[nodiscard]] Status validate(const Shortcut& m);
+[[nodiscard]] Status validate(const FlowSync& m);
+[[nodiscard]] Status validate(const SyncAck& m);
+[[nodiscard]] Status validate(const Heartbeat& m);
+[[nodiscard]] Status validate(const Whohas& m);
+[[nodiscard]] Status validate(const Ihave& m);
 
 // ---- encoders: header + body.  Precondition: validate(m).ok().  Out-of-range
 // values are clamped (name/text truncated, entries capped at kMaxEntries, load
@@ -139,6 +212,11 @@ std::vector<std::byte> encode(const HelloAck& m);
 std::vector<std::byte> encode(const Update& m);
 std::vector<std::byte> encode(const ErrorMsg& m);
 std::vector<std::byte> encode(const Shortcut& m);
+std::vector<std::byte> encode(const FlowSync& m);
+std::vector<std::byte> encode(const SyncAck& m);
+std::vector<std::byte> encode(const Heartbeat& m);
+std::vector<std::byte> encode(const Whohas& m);
+std::vector<std::byte> encode(const Ihave& m);
 std::vector<std::byte> encode(const Message& m);
 // Frame header + arbitrary body (body.size() must be <= kMaxBody).
 std::vector<std::byte> encodeFrame(MsgType type, std::span<const std::byte> body);
@@ -152,10 +230,17 @@ Result<HelloAck> decodeHelloAck(std::span<const std::byte> body);
 Result<Update> decodeUpdate(std::span<const std::byte> body);
 Result<ErrorMsg> decodeError(std::span<const std::byte> body);
 Result<Shortcut> decodeShortcut(std::span<const std::byte> body);
+Result<FlowSync> decodeFlowSync(std::span<const std::byte> body);
+Result<SyncAck> decodeSyncAck(std::span<const std::byte> body);
+Result<Heartbeat> decodeHeartbeat(std::span<const std::byte> body);
+Result<Whohas> decodeWhohas(std::span<const std::byte> body);
+Result<Ihave> decodeIhave(std::span<const std::byte> body);
 // Dispatch on frame.type.
 Result<Message> decode(const Frame& frame);
 
-std::string_view typeName(MsgType t);  // "HELLO", "HELLO_ACK", "UPDATE", "ERROR", "SHORTCUT"
+// "HELLO", "HELLO_ACK", "UPDATE", "ERROR", "SHORTCUT", "FLOW_SYNC", "SYNC_ACK",
+// "HEARTBEAT", "WHOHAS", "IHAVE"
+std::string_view typeName(MsgType t);
 
 // Incremental frame splitter for a byte stream.  Validates each header as soon
 // as its bytes arrive (magic, version, type, length <= kMaxBody).  The
