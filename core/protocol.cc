@@ -219,10 +219,10 @@ std::optional<std::string> checkShortcutCount(size_t count) {
 // echo identifier parsePacket (core/packet.cc) puts in both ports.
 bool hasPorts(uint8_t proto) { return proto == 6 || proto == 17 || proto == 1 || proto == 58; }
 
-// The rules for one entry, shared by validate() and the decoder (which
-// checks the two families first, as it needs them to find the fields).
-std::optional<std::string> checkShortcutEntry(const ShortcutEntry& e) {
-  const FlowKey& k = e.key;
+// The rules for a flow key on the wire (SHORTCUT, FLOW_SYNC, WHOHAS, IHAVE),
+// shared by validate() and the decoders (which check the family first, as
+// they need it to find the fields).
+std::optional<std::string> checkKey(const FlowKey& k) {
   if (!familyOk(uint8_t(k.family))) return "family " + std::to_string(int(k.family)) + " is not 4 or 6";
   for (size_t i = wireAddrLen(k.family); i < 16; ++i) {
     if (k.src[i] != 0) return "source IPv4 address has non-zero byte " + std::to_string(i);
@@ -232,14 +232,72 @@ std::optional<std::string> checkShortcutEntry(const ShortcutEntry& e) {
   if (!hasPorts(k.proto) && (k.sport != 0 || k.dport != 0))
     return "ports must be 0 for protocol " + std::to_string(k.proto) + " (sport " + std::to_string(k.sport) +
            ", dport " + std::to_string(k.dport) + ")";
+  return std::nullopt;
+}
+
+std::optional<std::string> checkShortcutEntry(const ShortcutEntry& e) {
+  if (auto p = checkKey(e.key)) return p;
   if (auto p = checkAddress(e.endpoint)) return "endpoint: " + *p;
   return std::nullopt;
+}
+
+// An endpoint that may be absent (FLOW_SYNC remove, IHAVE not found): family
+// 0 and no address bytes on the wire.  `present` says which form is required.
+std::optional<std::string> checkOptionalEndpoint(const IpAddress& a, bool present, const char* absent_why) {
+  if (present) {
+    if (auto p = checkAddress(a)) return "endpoint: " + *p;
+    return std::nullopt;
+  }
+  if (a.family != Family::kNone)
+    return "endpoint: must be empty (family 0) " + std::string(absent_why) + ", got family " +
+           std::to_string(int(a.family));
+  if (a != IpAddress{}) return "endpoint: empty (family 0) but address bytes are not zero";
+  return std::nullopt;
+}
+
+// Entry counts: FLOW_SYNC allows 0 (a marker frame), WHOHAS and IHAVE 1..kMaxEntries.
+std::optional<std::string> checkCount(size_t count, size_t min) {
+  if (count < min || count > kMaxEntries)
+    return "entry count " + std::to_string(count) + " out of range " + std::to_string(min) + ".." +
+           std::to_string(kMaxEntries);
+  return std::nullopt;
+}
+
+constexpr uint8_t kMaxFlowState = 4;  // FlowState::kOther (core/flow_table.h)
+constexpr uint8_t kSyncFlagResyncDone = 1u << 0;
+
+std::optional<std::string> checkFlowSyncEntry(const FlowSyncEntry& e) {
+  if (e.op != SyncOp::kUpsert && e.op != SyncOp::kRemove)
+    return "op " + std::to_string(int(e.op)) + " is not 1 (upsert) or 2 (remove)";
+  if (e.state > kMaxFlowState)
+    return "state " + std::to_string(e.state) + " out of range 0.." + std::to_string(kMaxFlowState);
+  if (auto p = checkKey(e.key)) return p;
+  return checkOptionalEndpoint(e.endpoint, e.op == SyncOp::kUpsert, "for remove");
+}
+
+std::optional<std::string> checkIhaveEntry(const IhaveEntry& e) {
+  if (auto p = checkKey(e.key)) return p;
+  return checkOptionalEndpoint(e.endpoint, e.found, "when not found");
+}
+
+// Wire sizes of the variable parts.
+size_t keyWireSize(const FlowKey& k) { return 2 + 2 * wireAddrLen(k.family) + 4; }
+size_t optWireAddrLen(Family f) { return f == Family::kNone ? 0 : wireAddrLen(f); }
+constexpr size_t kFlowSyncFixed = 4 + 1 + 2;                // seq, flags, count
+constexpr size_t kFlowSyncEntryFixed = 1 + 1 + 2 + 4 + 4;   // op, state, next_hop, label, age_ms
+constexpr size_t kSyncAckSize = 4;
+constexpr size_t kHeartbeatSize = 4 + 1 + 4 + 8;
+constexpr size_t kWhohasFixed = 1 + 2;                      // scope, count
+constexpr size_t kIhaveFixed = 2;                           // count
+size_t flowSyncEntryWireSize(const FlowSyncEntry& e) {
+  return kFlowSyncEntryFixed + keyWireSize(e.key) + 1 + optWireAddrLen(e.endpoint.family);
 }
 }  // namespace
 
 Status validate(const Hello& m) {
   return firstProblem("hello", [&]() -> std::optional<std::string> {
-    if (m.role != Role::kHost && m.role != Role::kSlr) return "role " + std::to_string(int(m.role)) + " is not 1 or 2";
+    if (m.role != Role::kHost && m.role != Role::kSlr && m.role != Role::kPeer)
+      return "role " + std::to_string(int(m.role)) + " is not 1 (host), 2 (slr) or 3 (peer)";
     if (auto p = checkName(m.name)) return p;
     if (auto p = checkAddress(m.tunnel_address)) return "tunnel address: " + *p;
     return checkInterval("update interval ms", m.update_interval_ms);
@@ -276,6 +334,49 @@ Status validate(const Shortcut& m) {
   for (size_t i = 0; i < m.entries.size(); ++i)
     if (auto p = checkShortcutEntry(m.entries[i]))
       return protoError("shortcut entry " + std::to_string(i) + ": " + *p);
+  return Ok{};
+}
+
+Status validate(const FlowSync& m) {
+  if (auto p = checkCount(m.entries.size(), 0)) return protoError("flow_sync: " + *p);
+  size_t body = kFlowSyncFixed;
+  for (size_t i = 0; i < m.entries.size(); ++i) {
+    if (auto p = checkFlowSyncEntry(m.entries[i]))
+      return protoError("flow_sync entry " + std::to_string(i) + ": " + *p);
+    body += flowSyncEntryWireSize(m.entries[i]);
+  }
+  // Only IPv6 flows can get here (1024 IPv4 entries take at most 31 KiB).
+  if (body > kMaxBody)
+    return protoError("flow_sync: body length " + std::to_string(body) + " > maximum " + std::to_string(kMaxBody) +
+                      " (send fewer entries per frame)");
+  return Ok{};
+}
+
+Status validate(const SyncAck&) { return Ok{}; }
+
+Status validate(const Heartbeat& m) {
+  return firstProblem("heartbeat", [&]() -> std::optional<std::string> {
+    if (m.state < PairState::kStandby || m.state > PairState::kHandover)
+      return "state " + std::to_string(int(m.state)) +
+             " is not 1 (standby), 2 (active), 3 (recovering) or 4 (handover)";
+    return std::nullopt;
+  });
+}
+
+Status validate(const Whohas& m) {
+  if (m.scope < 1 || m.scope > kMaxWhohasScope)
+    return protoError("whohas: scope " + std::to_string(m.scope) + " out of range 1.." +
+                      std::to_string(kMaxWhohasScope));
+  if (auto p = checkCount(m.entries.size(), 1)) return protoError("whohas: " + *p);
+  for (size_t i = 0; i < m.entries.size(); ++i)
+    if (auto p = checkKey(m.entries[i].key)) return protoError("whohas entry " + std::to_string(i) + ": " + *p);
+  return Ok{};
+}
+
+Status validate(const Ihave& m) {
+  if (auto p = checkCount(m.entries.size(), 1)) return protoError("ihave: " + *p);
+  for (size_t i = 0; i < m.entries.size(); ++i)
+    if (auto p = checkIhaveEntry(m.entries[i])) return protoError("ihave entry " + std::to_string(i) + ": " + *p);
   return Ok{};
 }
 
@@ -351,6 +452,90 @@ std::vector<std::byte> encode(const Shortcut& m) {
   return w.finish();
 }
 
+namespace {
+// A flow key as SHORTCUT carries it: proto, family, source and destination
+// (4 or 16 bytes each), source port, destination port.
+void writeKey(Writer& w, const FlowKey& k) {
+  size_t n = wireAddrLen(k.family);
+  w.u8(k.proto);
+  w.u8(static_cast<uint8_t>(k.family));
+  w.bytes(k.src.data(), n);
+  w.bytes(k.dst.data(), n);
+  w.u16(k.sport);
+  w.u16(k.dport);
+}
+// Family, then 0 (absent), 4 or 16 address bytes.
+void writeOptAddr(Writer& w, const IpAddress& a) {
+  w.u8(static_cast<uint8_t>(a.family));
+  w.bytes(a.bytes.data(), optWireAddrLen(a.family));
+}
+}  // namespace
+
+std::vector<std::byte> encode(const FlowSync& m) {
+  Writer w(MsgType::kFlowSync);
+  // Cap the entries so the body fits a frame (only all-IPv6 batches need it).
+  size_t count = 0, body = kFlowSyncFixed;
+  while (count < std::min(m.entries.size(), kMaxEntries) &&
+         body + flowSyncEntryWireSize(m.entries[count]) <= kMaxBody)
+    body += flowSyncEntryWireSize(m.entries[count++]);
+  w.u32(m.seq);
+  w.u8(m.resync_done ? kSyncFlagResyncDone : 0);
+  w.u16(uint16_t(count));
+  for (size_t i = 0; i < count; ++i) {
+    const auto& e = m.entries[i];
+    w.u8(static_cast<uint8_t>(e.op));
+    w.u8(e.state);
+    w.u16(e.next_hop);
+    w.u32(e.label);
+    w.u32(e.age_ms);
+    writeKey(w, e.key);
+    writeOptAddr(w, e.endpoint);
+  }
+  return w.finish();
+}
+
+std::vector<std::byte> encode(const SyncAck& m) {
+  Writer w(MsgType::kSyncAck);
+  w.u32(m.seq);
+  return w.finish();
+}
+
+std::vector<std::byte> encode(const Heartbeat& m) {
+  Writer w(MsgType::kHeartbeat);
+  w.u32(m.seq);
+  w.u8(static_cast<uint8_t>(m.state));
+  w.u32(m.flows);
+  w.u32(uint32_t(m.hosts_digest >> 32));
+  w.u32(uint32_t(m.hosts_digest));
+  return w.finish();
+}
+
+std::vector<std::byte> encode(const Whohas& m) {
+  Writer w(MsgType::kWhohas);
+  size_t count = std::min(m.entries.size(), kMaxEntries);
+  w.u8(m.scope);
+  w.u16(uint16_t(count));
+  for (size_t i = 0; i < count; ++i) {
+    w.u32(m.entries[i].id);
+    writeKey(w, m.entries[i].key);
+  }
+  return w.finish();
+}
+
+std::vector<std::byte> encode(const Ihave& m) {
+  Writer w(MsgType::kIhave);
+  size_t count = std::min(m.entries.size(), kMaxEntries);
+  w.u16(uint16_t(count));
+  for (size_t i = 0; i < count; ++i) {
+    const auto& e = m.entries[i];
+    w.u32(e.id);
+    writeKey(w, e.key);
+    w.u8(e.found ? 1 : 0);
+    writeOptAddr(w, e.endpoint);
+  }
+  return w.finish();
+}
+
 std::vector<std::byte> encode(const Message& m) {
   return std::visit([](const auto& x) { return encode(x); }, m);
 }
@@ -368,8 +553,8 @@ Result<Hello> decodeHello(std::span<const std::byte> body) {
   Reader r(body);
   Hello m;
   uint8_t role = r.u8();
-  if (role != uint8_t(Role::kHost) && role != uint8_t(Role::kSlr))
-    return protoError("hello: role " + std::to_string(role) + " is not 1 (host) or 2 (slr)");
+  if (role != uint8_t(Role::kHost) && role != uint8_t(Role::kSlr) && role != uint8_t(Role::kPeer))
+    return protoError("hello: role " + std::to_string(role) + " is not 1 (host), 2 (slr) or 3 (peer)");
   m.role = static_cast<Role>(role);
   size_t n = r.u8();
   if (body.size() != kHelloFixed + n) return lengthError("hello", body.size(), kHelloFixed + n);
@@ -479,6 +664,161 @@ Result<Shortcut> decodeShortcut(std::span<const std::byte> body) {
 }
 
 namespace {
+// Reads the variable-length parts of an entry, refusing reads past the body
+// with the same "entry i: body length N < minimum M" errors as SHORTCUT.
+class EntryReader {
+ public:
+  EntryReader(Reader& r, std::span<const std::byte> body) : r_(r), body_(body) {}
+  void at(std::string where) { where_ = std::move(where); }
+  const std::string& where() const { return where_; }
+  Error err(const std::string& what) const { return protoError(where_ + ": " + what); }
+  // nullopt when the next n bytes are in the body.
+  std::optional<Error> need(size_t n) const {
+    if (r_.left() >= n) return std::nullopt;
+    return shortError(where_, body_.size(), body_.size() - r_.left() + n);
+  }
+  std::optional<Error> key(FlowKey& k) {
+    if (auto e = need(2)) return e;
+    k.proto = r_.u8();
+    uint8_t family = r_.u8();
+    if (!familyOk(family)) return err("family " + std::to_string(family) + " is not 4 or 6");
+    k.family = static_cast<Family>(family);
+    size_t n = wireAddrLen(k.family);
+    if (auto e = need(2 * n + 4)) return e;
+    r_.raw(k.src.data(), n);
+    r_.raw(k.dst.data(), n);
+    k.sport = r_.u16();
+    k.dport = r_.u16();
+    return std::nullopt;
+  }
+  // Family 0 (absent), 4 or 6 and that many address bytes; whether it may be
+  // absent is the caller's check.
+  std::optional<Error> optAddr(IpAddress& a) {
+    if (auto e = need(1)) return e;
+    uint8_t family = r_.u8();
+    if (family != 0 && !familyOk(family))
+      return err("endpoint: address family " + std::to_string(family) + " is not 0, 4 or 6");
+    a.family = static_cast<Family>(family);
+    size_t n = optWireAddrLen(a.family);
+    if (auto e = need(n)) return e;
+    r_.raw(a.bytes.data(), n);
+    return std::nullopt;
+  }
+
+ private:
+  Reader& r_;
+  std::span<const std::byte> body_;
+  std::string where_;
+};
+}  // namespace
+
+Result<FlowSync> decodeFlowSync(std::span<const std::byte> body) {
+  if (body.size() < kFlowSyncFixed) return shortError("flow_sync", body.size(), kFlowSyncFixed);
+  Reader r(body);
+  FlowSync m;
+  m.seq = r.u32();
+  uint8_t flags = r.u8();
+  if (flags & ~kSyncFlagResyncDone)
+    return protoError("flow_sync: reserved flag bits set (flags " + hex8(flags) + ")");
+  m.resync_done = (flags & kSyncFlagResyncDone) != 0;
+  size_t count = r.u16();
+  if (auto p = checkCount(count, 0)) return protoError("flow_sync: " + *p);
+  constexpr size_t kSmallestEntry = kFlowSyncEntryFixed + 2 + 4 + 4 + 4 + 1;
+  m.entries.reserve(std::min(count, r.left() / kSmallestEntry));
+  EntryReader er(r, body);
+  for (size_t i = 0; i < count; ++i) {
+    er.at("flow_sync entry " + std::to_string(i));
+    FlowSyncEntry e;
+    if (auto x = er.need(kFlowSyncEntryFixed)) return *x;
+    e.op = static_cast<SyncOp>(r.u8());
+    e.state = r.u8();
+    e.next_hop = r.u16();
+    e.label = r.u32();
+    e.age_ms = r.u32();
+    if (e.op != SyncOp::kUpsert && e.op != SyncOp::kRemove)
+      return er.err("op " + std::to_string(int(e.op)) + " is not 1 (upsert) or 2 (remove)");
+    if (auto x = er.key(e.key)) return *x;
+    if (auto x = er.optAddr(e.endpoint)) return *x;
+    if (auto p = checkFlowSyncEntry(e)) return er.err(*p);
+    m.entries.push_back(e);
+  }
+  if (r.left() != 0) return lengthError("flow_sync", body.size(), body.size() - r.left());
+  return m;
+}
+
+Result<SyncAck> decodeSyncAck(std::span<const std::byte> body) {
+  if (body.size() != kSyncAckSize) return lengthError("sync_ack", body.size(), kSyncAckSize);
+  Reader r(body);
+  return SyncAck{r.u32()};
+}
+
+Result<Heartbeat> decodeHeartbeat(std::span<const std::byte> body) {
+  if (body.size() != kHeartbeatSize) return lengthError("heartbeat", body.size(), kHeartbeatSize);
+  Reader r(body);
+  Heartbeat m;
+  m.seq = r.u32();
+  m.state = static_cast<PairState>(r.u8());
+  m.flows = r.u32();
+  uint64_t hi = r.u32();
+  m.hosts_digest = (hi << 32) | r.u32();
+  if (auto s = validate(m); !s.ok()) return s.error();
+  return m;
+}
+
+Result<Whohas> decodeWhohas(std::span<const std::byte> body) {
+  if (body.size() < kWhohasFixed) return shortError("whohas", body.size(), kWhohasFixed);
+  Reader r(body);
+  Whohas m;
+  m.scope = r.u8();
+  if (m.scope < 1 || m.scope > kMaxWhohasScope)
+    return protoError("whohas: scope " + std::to_string(m.scope) + " out of range 1.." +
+                      std::to_string(kMaxWhohasScope));
+  size_t count = r.u16();
+  if (auto p = checkCount(count, 1)) return protoError("whohas: " + *p);
+  constexpr size_t kSmallestEntry = 4 + 2 + 4 + 4 + 4;
+  m.entries.reserve(std::min(count, r.left() / kSmallestEntry));
+  EntryReader er(r, body);
+  for (size_t i = 0; i < count; ++i) {
+    er.at("whohas entry " + std::to_string(i));
+    WhohasEntry e;
+    if (auto x = er.need(4)) return *x;
+    e.id = r.u32();
+    if (auto x = er.key(e.key)) return *x;
+    if (auto p = checkKey(e.key)) return er.err(*p);
+    m.entries.push_back(e);
+  }
+  if (r.left() != 0) return lengthError("whohas", body.size(), body.size() - r.left());
+  return m;
+}
+
+Result<Ihave> decodeIhave(std::span<const std::byte> body) {
+  if (body.size() < kIhaveFixed) return shortError("ihave", body.size(), kIhaveFixed);
+  Reader r(body);
+  Ihave m;
+  size_t count = r.u16();
+  if (auto p = checkCount(count, 1)) return protoError("ihave: " + *p);
+  constexpr size_t kSmallestEntry = 4 + 2 + 4 + 4 + 4 + 1 + 1;
+  m.entries.reserve(std::min(count, r.left() / kSmallestEntry));
+  EntryReader er(r, body);
+  for (size_t i = 0; i < count; ++i) {
+    er.at("ihave entry " + std::to_string(i));
+    IhaveEntry e;
+    if (auto x = er.need(4)) return *x;
+    e.id = r.u32();
+    if (auto x = er.key(e.key)) return *x;
+    if (auto x = er.need(1)) return *x;
+    uint8_t found = r.u8();
+    if (found > 1) return er.err("found " + std::to_string(found) + " is not 0 or 1");
+    e.found = found == 1;
+    if (auto x = er.optAddr(e.endpoint)) return *x;
+    if (auto p = checkIhaveEntry(e)) return er.err(*p);
+    m.entries.push_back(e);
+  }
+  if (r.left() != 0) return lengthError("ihave", body.size(), body.size() - r.left());
+  return m;
+}
+
+namespace {
 template <typename T>
 Result<Message> widen(Result<T> r) {
   if (!r) return r.error();
@@ -493,6 +833,11 @@ Result<Message> decode(const Frame& frame) {
     case MsgType::kUpdate: return widen(decodeUpdate(frame.body));
     case MsgType::kError: return widen(decodeError(frame.body));
     case MsgType::kShortcut: return widen(decodeShortcut(frame.body));
+    case MsgType::kFlowSync: return widen(decodeFlowSync(frame.body));
+    case MsgType::kSyncAck: return widen(decodeSyncAck(frame.body));
+    case MsgType::kHeartbeat: return widen(decodeHeartbeat(frame.body));
+    case MsgType::kWhohas: return widen(decodeWhohas(frame.body));
+    case MsgType::kIhave: return widen(decodeIhave(frame.body));
   }
   return protoError("unknown message type " + std::to_string(int(frame.type)));
 }
@@ -504,6 +849,11 @@ std::string_view typeName(MsgType t) {
     case MsgType::kUpdate: return "UPDATE";
     case MsgType::kError: return "ERROR";
     case MsgType::kShortcut: return "SHORTCUT";
+    case MsgType::kFlowSync: return "FLOW_SYNC";
+    case MsgType::kSyncAck: return "SYNC_ACK";
+    case MsgType::kHeartbeat: return "HEARTBEAT";
+    case MsgType::kWhohas: return "WHOHAS";
+    case MsgType::kIhave: return "IHAVE";
   }
   return "UNKNOWN";
 }
@@ -549,7 +899,7 @@ std::optional<Error> FrameReader::checkHeader() {
   if (have > 2 && byte(2) != kVersion)
     return protoError("unsupported protocol version " + std::to_string(byte(2)) + " (this build speaks version " +
                       std::to_string(kVersion) + ")");
-  if (have > 3 && (byte(3) < uint8_t(MsgType::kHello) || byte(3) > uint8_t(MsgType::kShortcut)))
+  if (have > 3 && (byte(3) < uint8_t(MsgType::kHello) || byte(3) > uint8_t(MsgType::kIhave)))
     return protoError("unknown message type " + std::to_string(byte(3)));
   if (have >= kHeaderSize) {
     uint32_t len = (uint32_t(byte(4)) << 24) | (uint32_t(byte(5)) << 16) | (uint32_t(byte(6)) << 8) | byte(7);

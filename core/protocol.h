@@ -130,6 +130,10 @@ struct FlowSyncEntry {
   uint32_t age_ms = 0;         // since the flow's first packet at the sender
   friend bool operator==(const FlowSyncEntry&, const FlowSyncEntry&) = default;
 };
+// On the wire an entry is 27..67 bytes (31 for an IPv4 upsert), so 1024 IPv4
+// entries always fit a frame; validate() refuses a body over kMaxBody (only
+// all-IPv6 batches of more than 978 entries), and encode() then sends as many
+// leading entries as fit.
 struct FlowSync {
   uint32_t seq = 0;
   std::vector<FlowSyncEntry> entries;  // 0..kMaxEntries (0: a pure marker, e.g. end of resync)
@@ -150,6 +154,7 @@ struct Heartbeat {
   friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
 };
 // WHOHAS (asker -> neighbour): who forwards these flows?  scope 1..8 = hops left.
+inline constexpr uint8_t kMaxWhohasScope = 8;
 struct WhohasEntry {
   uint32_t id = 0;
   FlowKey key;

@@ -75,8 +75,60 @@ Shortcut twoEntryShortcut() {
 // Offsets inside twoEntryShortcut()'s body.
 constexpr size_t kSc0 = 2, kSc1 = 2 + 55;
 
+// FLOW_SYNC: an IPv4 TCP upsert to host 1, an IPv4 UDP remove.
+FlowSync sampleFlowSync() {
+  FlowSync m;
+  m.seq = 9;
+  FlowSyncEntry up;
+  up.op = SyncOp::kUpsert;
+  up.key = flowKey(6, "10.0.1.2", 40000, "10.100.0.10", 80);
+  up.next_hop = 1;
+  up.endpoint = ip("10.0.3.11");
+  up.label = 0x01020304;
+  up.state = 1;  // established
+  up.age_ms = 1500;
+  FlowSyncEntry rm;
+  rm.op = SyncOp::kRemove;
+  rm.key = flowKey(17, "10.0.1.3", 5353, "10.100.0.11", 53);
+  rm.state = 3;
+  m.entries = {up, rm};
+  return m;
+}
+// Offsets inside sampleFlowSync()'s body: entries of 31 and 27 bytes.
+constexpr size_t kFs0 = 7, kFs1 = 7 + 31;
+
+Heartbeat sampleHeartbeat() { return Heartbeat{5, PairState::kActive, 1000, 0x0123456789abcdefull}; }
+
+Whohas sampleWhohas() {
+  Whohas m;
+  m.scope = 2;
+  m.entries.push_back({7, flowKey(6, "10.0.1.2", 40000, "10.100.0.10", 80)});
+  return m;
+}
+
+// IHAVE: one found (IPv4 endpoint), one not found.
+Ihave sampleIhave() {
+  Ihave m;
+  m.entries.push_back({7, flowKey(6, "10.0.1.2", 40000, "10.100.0.10", 80), true, ip("10.0.3.11")});
+  m.entries.push_back({8, flowKey(17, "10.0.1.3", 5353, "10.100.0.11", 53), false, IpAddress{}});
+  return m;
+}
+// Offsets inside sampleIhave()'s body: entries of 24 and 20 bytes.
+constexpr size_t kIh0 = 2, kIh1 = 2 + 24;
+
 // Offset of entry i's first byte inside an UPDATE body.
 constexpr size_t entryOff(size_t i) { return 6 + i * 23; }
+
+void expectError(const Status& s, std::string_view needle) {
+  ASSERT_FALSE(s.ok()) << "expected error containing: " << needle;
+  EXPECT_NE(s.error().detail.find(needle), std::string::npos) << s.error().detail;
+}
+template <typename T>
+void expectError(const Result<T>& r, std::string_view needle) {
+  ASSERT_FALSE(r.ok()) << "expected error containing: " << needle;
+  EXPECT_NE(r.error().detail.find(needle), std::string::npos) << r.error().detail;
+  EXPECT_EQ(r.error().op, "control protocol");
+}
 
 // ---- golden vectors: these bytes ARE the wire format; change them only with a version bump ----
 
@@ -135,6 +187,89 @@ TEST(ProtocolGolden, ShortcutTwoEntries) {
   auto m = decodeShortcut(bodyOf(bytes));
   ASSERT_TRUE(m.ok()) << m.error().message();
   EXPECT_EQ(*m, twoEntryShortcut());
+}
+
+TEST(ProtocolGolden, FlowSync) {
+  auto bytes = encode(sampleFlowSync());
+  EXPECT_EQ(toHex(bytes),
+            "534c0106" "00000041"                      // magic, v1, FLOW_SYNC, len 65
+            "00000009" "00" "0002"                     // seq 9, flags 0, 2 entries
+            "01" "01" "0001" "01020304" "000005dc"     // upsert, established, host 1, label, age 1500 ms
+            "06" "04" "0a000102" "0a64000a" "9c40" "0050"  // tcp 10.0.1.2:40000 -> 10.100.0.10:80
+            "04" "0a00030b"                            // endpoint IPv4 10.0.3.11
+            "02" "03" "ffff" "00000000" "00000000"     // remove, udp state, no host, label 0, age 0
+            "11" "04" "0a000103" "0a64000b" "14e9" "0035"  // udp 10.0.1.3:5353 -> 10.100.0.11:53
+            "00");                                     // no endpoint
+  auto m = decodeFlowSync(bodyOf(bytes));
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  EXPECT_EQ(*m, sampleFlowSync());
+  // An empty frame marking the end of a full resync.
+  FlowSync done;
+  done.seq = 10;
+  done.resync_done = true;
+  EXPECT_EQ(toHex(encode(done)), "534c0106" "00000007" "0000000a" "01" "0000");
+  auto d = decodeFlowSync(bodyOf(encode(done)));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, done);
+}
+
+TEST(ProtocolGolden, SyncAckAndHeartbeat) {
+  auto ack = encode(SyncAck{0x01020304});
+  EXPECT_EQ(toHex(ack), "534c0107" "00000004" "01020304");
+  auto a = decodeSyncAck(bodyOf(ack));
+  ASSERT_TRUE(a.ok()) << a.error().message();
+  EXPECT_EQ(a->seq, 0x01020304u);
+  auto hb = encode(sampleHeartbeat());
+  EXPECT_EQ(toHex(hb),
+            "534c0108" "00000011"                      // magic, v1, HEARTBEAT, len 17
+            "00000005" "02" "000003e8"                 // seq 5, active, 1000 flows
+            "0123456789abcdef");                       // hosts digest
+  auto h = decodeHeartbeat(bodyOf(hb));
+  ASSERT_TRUE(h.ok()) << h.error().message();
+  EXPECT_EQ(*h, sampleHeartbeat());
+}
+
+TEST(ProtocolGolden, WhohasAndIhave) {
+  auto w = encode(sampleWhohas());
+  EXPECT_EQ(toHex(w),
+            "534c0109" "00000015"                      // magic, v1, WHOHAS, len 21
+            "02" "0001"                                // scope 2, 1 entry
+            "00000007"                                 // id 7
+            "06" "04" "0a000102" "0a64000a" "9c40" "0050");
+  auto dw = decodeWhohas(bodyOf(w));
+  ASSERT_TRUE(dw.ok()) << dw.error().message();
+  EXPECT_EQ(*dw, sampleWhohas());
+  auto i = encode(sampleIhave());
+  EXPECT_EQ(toHex(i),
+            "534c010a" "0000002e"                      // magic, v1, IHAVE, len 46
+            "0002"                                     // 2 entries
+            "00000007" "06" "04" "0a000102" "0a64000a" "9c40" "0050"
+            "01" "04" "0a00030b"                       // found, endpoint 10.0.3.11
+            "00000008" "11" "04" "0a000103" "0a64000b" "14e9" "0035"
+            "00" "00");                                // not found, no endpoint
+  auto di = decodeIhave(bodyOf(i));
+  ASSERT_TRUE(di.ok()) << di.error().message();
+  EXPECT_EQ(*di, sampleIhave());
+}
+
+TEST(ProtocolGolden, PeerHello) {
+  Hello h = sampleHello();
+  h.role = Role::kPeer;
+  h.name = "slr2";
+  h.capabilities = kCapSpareSync | kCapWhohas;
+  EXPECT_EQ(kCapSpareSync, 8u);
+  EXPECT_EQ(kCapWhohas, 16u);
+  auto bytes = encode(h);
+  EXPECT_EQ(toHex(bytes),
+            "534c0101" "0000001f"                      // magic, v1, HELLO, len 31
+            "03" "04" "736c7232"                       // role peer, name "slr2"
+            "04" "0a00030b" "000000000000000000000000"
+            "000003e8"
+            "00000018");                               // spare sync | whohas
+  ASSERT_TRUE(validate(h).ok());
+  auto d = decodeHello(bodyOf(bytes));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, h);
 }
 
 // ---- round trips ----
@@ -210,7 +345,9 @@ TEST(ProtocolRoundTrip, Error) {
 
 TEST(ProtocolRoundTrip, GenericDecodeDispatches) {
   std::vector<Message> msgs = {sampleHello(), HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000},
-                               sampleUpdate(), ErrorMsg{kProtocolError, "bye"}, twoEntryShortcut()};
+                               sampleUpdate(), ErrorMsg{kProtocolError, "bye"}, twoEntryShortcut(),
+                               sampleFlowSync(), SyncAck{1}, sampleHeartbeat(), sampleWhohas(),
+                               sampleIhave()};
   FrameReader r;
   for (const auto& m : msgs) {
     auto b = encode(m);
@@ -304,6 +441,118 @@ TEST(ProtocolRoundTrip, ShortcutKeysMatchParsePacket) {
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(d->entries[i].key, m.entries[i].key) << d->entries[i].key.str();
 }
 
+TEST(ProtocolRoundTrip, NewMessagesDispatchAndNames) {
+  struct Case {
+    Message m;
+    MsgType type;
+    std::string_view name;
+  } cases[] = {
+      {sampleFlowSync(), MsgType::kFlowSync, "FLOW_SYNC"}, {SyncAck{3}, MsgType::kSyncAck, "SYNC_ACK"},
+      {sampleHeartbeat(), MsgType::kHeartbeat, "HEARTBEAT"}, {sampleWhohas(), MsgType::kWhohas, "WHOHAS"},
+      {sampleIhave(), MsgType::kIhave, "IHAVE"},
+  };
+  for (const auto& c : cases) {
+    auto bytes = encode(c.m);
+    EXPECT_EQ(MsgType(uint8_t(bytes[3])), c.type);
+    EXPECT_EQ(typeName(c.type), c.name);
+    auto body = bodyOf(bytes);
+    auto d = decode(Frame{c.type, {body.begin(), body.end()}});
+    ASSERT_TRUE(d.ok()) << c.name << ": " << d.error().message();
+    EXPECT_EQ(*d, c.m) << c.name;
+    EXPECT_TRUE(std::visit([](const auto& x) { return validate(x).ok(); }, c.m)) << c.name;
+    // Through a FrameReader too.
+    FrameReader r;
+    ASSERT_EQ(r.append(bytes), bytes.size());
+    auto f = r.next();
+    ASSERT_TRUE(f.ok()) << c.name << ": " << f.error().message();
+    ASSERT_TRUE(f->has_value());
+    EXPECT_EQ((*f)->type, c.type);
+  }
+  EXPECT_EQ(typeName(MsgType(11)), "UNKNOWN");
+  expectError(decode(Frame{MsgType(11), {}}), "unknown message type 11");
+}
+
+TEST(ProtocolRoundTrip, FlowSyncManyEntries) {
+  FlowSync m;
+  m.seq = 0xffffffff;
+  m.resync_done = true;
+  for (size_t i = 0; i < kMaxEntries; ++i) {
+    FlowSyncEntry e;
+    std::string n = std::to_string(i % 250 + 1);
+    e.op = i % 5 == 4 ? SyncOp::kRemove : SyncOp::kUpsert;
+    switch (i % 3) {
+      case 0: e.key = flowKey(6, ("10.0.1." + n).c_str(), uint16_t(1024 + i), "10.100.0.10", 443); break;
+      case 1: e.key = flowKey(17, ("fd00:1::" + n).c_str(), 5353, "fd00:100::10", uint16_t(i)); break;
+      case 2: e.key = flowKey(47, ("10.0.2." + n).c_str(), 0, "10.100.0.10", 0); break;
+    }
+    if (e.op == SyncOp::kUpsert) e.endpoint = i % 2 ? ip(("10.0.3." + n).c_str()) : ip(("fd00:3::" + n).c_str());
+    e.next_hop = i % 7 == 0 ? kNoHostId : uint16_t(i);
+    e.label = uint32_t(i * 2654435761u);
+    e.state = uint8_t(i % 5);
+    e.age_ms = uint32_t(i * 1000);
+    m.entries.push_back(e);
+  }
+  ASSERT_TRUE(validate(m).ok()) << validate(m).error().message();
+  auto bytes = encode(m);
+  EXPECT_LE(bytes.size() - kHeaderSize, kMaxBody);
+  auto d = decodeFlowSync(bodyOf(bytes));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, m);
+  // All-IPv4 batches of 1024 always fit (31 bytes an entry).
+  for (auto& e : m.entries) {
+    e.op = SyncOp::kUpsert;
+    e.key = flowKey(6, "10.0.1.1", 1, "10.100.0.1", 2);
+    e.endpoint = ip("10.0.3.1");
+  }
+  EXPECT_EQ(encode(m).size(), kHeaderSize + 7 + kMaxEntries * 31);
+  // 1024 all-IPv6 entries (67 bytes each) would not fit in one frame: validate
+  // says so, and the encoder sends as many as fit, still a well-formed frame.
+  for (auto& e : m.entries) {
+    e.key = flowKey(6, "fd00:1::1", 1, "fd00:100::1", 2);
+    e.endpoint = ip("fd00:3::1");
+  }
+  expectError(validate(m), "flow_sync: body length 68615 > maximum 65536");
+  bytes = encode(m);
+  EXPECT_LE(bytes.size() - kHeaderSize, kMaxBody);
+  auto capped = decodeFlowSync(bodyOf(bytes));
+  ASSERT_TRUE(capped.ok()) << capped.error().message();
+  EXPECT_EQ(capped->entries.size(), (kMaxBody - 7) / 67);
+}
+
+TEST(ProtocolRoundTrip, WhohasIhaveManyEntriesAndIpv6) {
+  Whohas w;
+  w.scope = kMaxWhohasScope;
+  Ihave ih;
+  for (size_t i = 0; i < kMaxEntries; ++i) {
+    std::string n = std::to_string(i % 250 + 1);
+    FlowKey k = i % 2 ? flowKey(6, ("fd00:1::" + n).c_str(), uint16_t(i), "fd00:100::10", 443)
+                      : flowKey(1, ("10.0.1." + n).c_str(), uint16_t(i), "10.100.0.10", uint16_t(i));
+    w.entries.push_back({uint32_t(i), k});
+    bool found = i % 3 != 0;
+    ih.entries.push_back({uint32_t(i), k, found,
+                          found ? (i % 2 ? ip(("fd00:3::" + n).c_str()) : ip(("10.0.3." + n).c_str())) : IpAddress{}});
+  }
+  ASSERT_TRUE(validate(w).ok()) << validate(w).error().message();
+  ASSERT_TRUE(validate(ih).ok()) << validate(ih).error().message();
+  auto wb = encode(w), ib = encode(ih);
+  EXPECT_LE(wb.size() - kHeaderSize, kMaxBody);
+  EXPECT_LE(ib.size() - kHeaderSize, kMaxBody);
+  auto dw = decodeWhohas(bodyOf(wb));
+  ASSERT_TRUE(dw.ok()) << dw.error().message();
+  EXPECT_EQ(*dw, w);
+  auto di = decodeIhave(bodyOf(ib));
+  ASSERT_TRUE(di.ok()) << di.error().message();
+  EXPECT_EQ(*di, ih);
+  // The largest possible of each (all IPv6, all found) fits in one frame.
+  for (auto& e : ih.entries) {
+    e.key = flowKey(6, "fd00:1::1", 1, "fd00:100::1", 2);
+    e.found = true;
+    e.endpoint = ip("fd00:3::1");
+  }
+  EXPECT_EQ(encode(ih).size(), kHeaderSize + 2 + kMaxEntries * 60);
+  EXPECT_TRUE(decodeIhave(bodyOf(encode(ih))).ok());
+}
+
 TEST(ProtocolRoundTrip, LoadResolution) {
   EXPECT_EQ(loadToMicro(0.0), 0u);
   EXPECT_EQ(loadToMicro(1.0), 1000000u);
@@ -318,22 +567,14 @@ TEST(ProtocolRoundTrip, LoadResolution) {
 
 // ---- malformed input ----
 
-void expectError(const Status& s, std::string_view needle) {
-  ASSERT_FALSE(s.ok()) << "expected error containing: " << needle;
-  EXPECT_NE(s.error().detail.find(needle), std::string::npos) << s.error().detail;
-}
-template <typename T>
-void expectError(const Result<T>& r, std::string_view needle) {
-  ASSERT_FALSE(r.ok()) << "expected error containing: " << needle;
-  EXPECT_NE(r.error().detail.find(needle), std::string::npos) << r.error().detail;
-  EXPECT_EQ(r.error().op, "control protocol");
-}
-
 TEST(ProtocolMalformed, TruncatedAtEveryLength) {
   std::vector<std::vector<std::byte>> frames = {encode(sampleHello()),
                                                 encode(HelloAck{"slr1", *IpAddress::parse("10.0.2.2"), 3000}),
                                                 encode(sampleUpdate()), encode(ErrorMsg{3, "nope"}),
-                                                encode(sampleShortcut()), encode(twoEntryShortcut())};
+                                                encode(sampleShortcut()), encode(twoEntryShortcut()),
+                                                encode(sampleFlowSync()), encode(SyncAck{1}),
+                                                encode(sampleHeartbeat()), encode(sampleWhohas()),
+                                                encode(sampleIhave())};
   for (const auto& f : frames) {
     auto body = bodyOf(f);
     for (size_t n = 0; n < body.size(); ++n) {
@@ -379,7 +620,9 @@ TEST(ProtocolMalformed, HelloFields) {
     f(body);
     return decodeHello(body);
   };
-  expectError(mutate([](auto& b) { b[0] = std::byte{3}; }), "role 3");
+  expectError(mutate([](auto& b) { b[0] = std::byte{4}; }), "hello: role 4 is not 1 (host), 2 (slr) or 3 (peer)");
+  expectError(mutate([](auto& b) { b[0] = std::byte{0}; }), "hello: role 0 is not");
+  EXPECT_TRUE(mutate([](auto& b) { b[0] = std::byte{3}; }).ok());  // peer
   expectError(mutate([](auto& b) { b[2] = std::byte{'/'}; }), "hello: name has invalid character '/'");
   expectError(mutate([](auto& b) { b[2] = std::byte{0}; }), "invalid character 0x00");
   expectError(mutate([](auto& b) { b[7] = std::byte{5}; }), "address family 5 is not 4 or 6");
@@ -581,6 +824,193 @@ TEST(ProtocolMalformed, ShortcutFields) {
   EXPECT_TRUE(entry([](ShortcutEntry& e) { e.key.src = {}; }).ok());  // 0.0.0.0 source (DHCP) is a flow
 }
 
+TEST(ProtocolMalformed, FlowSyncFields) {
+  auto mutate = [](auto f) {
+    auto bytes = encode(sampleFlowSync());
+    std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+    f(body);
+    return decodeFlowSync(body);
+  };
+  ASSERT_TRUE(mutate([](auto&) {}).ok());
+  expectError(decodeFlowSync({}), "flow_sync: body length 0 < minimum 7");
+  expectError(mutate([](auto& b) { b[4] = std::byte{2}; }), "flow_sync: reserved flag bits set (flags 0x02)");
+  std::vector<std::byte> big(7 + 1025 * 27);
+  big[5] = std::byte{0x04};
+  big[6] = std::byte{0x01};
+  expectError(decodeFlowSync(big), "flow_sync: entry count 1025 out of range 0..1024");
+  // op, state
+  expectError(mutate([](auto& b) { b[kFs0] = std::byte{0}; }), "flow_sync entry 0: op 0 is not 1 (upsert) or 2 (remove)");
+  expectError(mutate([](auto& b) { b[kFs1] = std::byte{3}; }), "flow_sync entry 1: op 3 is not 1 (upsert) or 2 (remove)");
+  expectError(mutate([](auto& b) { b[kFs0 + 1] = std::byte{5}; }), "flow_sync entry 0: state 5 out of range 0..4");
+  // key
+  expectError(mutate([](auto& b) { b[kFs1 + 12 + 1] = std::byte{5}; }), "flow_sync entry 1: family 5 is not 4 or 6");
+  expectError(mutate([](auto& b) {
+                b[kFs0 + 12] = std::byte{47};  // GRE with ports
+              }),
+              "flow_sync entry 0: ports must be 0 for protocol 47 (sport 40000, dport 80)");
+  // endpoint: upsert needs one, remove has none
+  expectError(mutate([](auto& b) { b[kFs0 + 26] = std::byte{5}; }),
+              "flow_sync entry 0: endpoint: address family 5 is not 0, 4 or 6");
+  expectError(mutate([](auto& b) {
+                for (size_t i = 0; i < 4; ++i) b[kFs0 + 27 + i] = std::byte{0};
+              }),
+              "flow_sync entry 0: endpoint: address 0.0.0.0 is unspecified");
+  // Upsert relabelled as remove: the endpoint must then be empty.
+  expectError(mutate([](auto& b) { b[kFs0] = std::byte{2}; }),
+              "flow_sync entry 0: endpoint: must be empty (family 0) for remove, got family 4");
+  // Remove relabelled as upsert: it lacks an endpoint.
+  expectError(mutate([](auto& b) { b[kFs1] = std::byte{1}; }),
+              "flow_sync entry 1: endpoint: address family 0 is not 4 or 6");
+  // lengths
+  expectError(mutate([](auto& b) { b.push_back(std::byte{0}); }), "flow_sync: body length 66 != expected 65");
+  expectError(mutate([](auto& b) { b.pop_back(); }), "flow_sync entry 1: body length 64 < minimum 65");
+  expectError(mutate([](auto& b) { b.resize(kFs1 + 5); }), "flow_sync entry 1: body length 43 < minimum 50");
+  expectError(mutate([](auto& b) { b[6] = std::byte{3}; }), "flow_sync entry 2: body length 65 < minimum 77");
+  expectError(mutate([](auto& b) { b[6] = std::byte{1}; }), "flow_sync: body length 65 != expected 38");
+
+  // Sender side: the same rules.
+  auto entry = [](auto f) {
+    FlowSync m = sampleFlowSync();
+    f(m.entries[0]);
+    return validate(m);
+  };
+  expectError(entry([](FlowSyncEntry& e) { e.op = SyncOp(7); }), "flow_sync entry 0: op 7 is not 1 (upsert) or 2 (remove)");
+  expectError(entry([](FlowSyncEntry& e) { e.state = 9; }), "flow_sync entry 0: state 9 out of range 0..4");
+  expectError(entry([](FlowSyncEntry& e) { e.key.family = Family::kNone; }), "flow_sync entry 0: family 0 is not 4 or 6");
+  expectError(entry([](FlowSyncEntry& e) { e.key.pad[0] = 1; }), "flow_sync entry 0: flow key padding is not zero");
+  expectError(entry([](FlowSyncEntry& e) { e.key.src[4] = 1; }),
+              "flow_sync entry 0: source IPv4 address has non-zero byte 4");
+  expectError(entry([](FlowSyncEntry& e) { e.endpoint = IpAddress{}; }),
+              "flow_sync entry 0: endpoint: address family 0 is not 4 or 6");
+  expectError(entry([](FlowSyncEntry& e) { e.op = SyncOp::kRemove; }),
+              "flow_sync entry 0: endpoint: must be empty (family 0) for remove, got family 4");
+  expectError(entry([](FlowSyncEntry& e) {
+                e.op = SyncOp::kRemove;
+                e.endpoint.family = Family::kNone;  // bytes left behind
+              }),
+              "flow_sync entry 0: endpoint: empty (family 0) but address bytes are not zero");
+  FlowSync many = sampleFlowSync();
+  many.entries.assign(1025, sampleFlowSync().entries[0]);
+  expectError(validate(many), "flow_sync: entry count 1025 out of range 0..1024");
+  EXPECT_EQ(encode(many).size(), kHeaderSize + 7 + 1024 * 31);  // capped, still well formed
+  // Accepted: next_hop any value, state 0..4, a v4 flow to a v6 endpoint.
+  EXPECT_TRUE(entry([](FlowSyncEntry& e) { e.next_hop = 0; }).ok());
+  EXPECT_TRUE(entry([](FlowSyncEntry& e) { e.state = 4; }).ok());
+  EXPECT_TRUE(entry([](FlowSyncEntry& e) { e.endpoint = ip("fd00:3::b"); }).ok());
+  EXPECT_TRUE(validate(FlowSync{}).ok());
+}
+
+TEST(ProtocolMalformed, SyncAckAndHeartbeatFields) {
+  auto ack = encode(SyncAck{1});
+  expectError(decodeSyncAck(bodyOf(ack).first(3)), "sync_ack: body length 3 != expected 4");
+  std::vector<std::byte> longer(bodyOf(ack).begin(), bodyOf(ack).end());
+  longer.push_back(std::byte{0});
+  expectError(decodeSyncAck(longer), "sync_ack: body length 5 != expected 4");
+  auto hb = encode(sampleHeartbeat());
+  std::vector<std::byte> body(hb.begin() + kHeaderSize, hb.end());
+  for (uint8_t st : {0, 5, 255}) {
+    auto b = body;
+    b[4] = std::byte{st};
+    expectError(decodeHeartbeat(b), "heartbeat: state " + std::to_string(st) +
+                                        " is not 1 (standby), 2 (active), 3 (recovering) or 4 (handover)");
+  }
+  for (uint8_t st : {1, 2, 3, 4}) {
+    auto b = body;
+    b[4] = std::byte{st};
+    auto d = decodeHeartbeat(b);
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    EXPECT_EQ(d->state, PairState(st));
+  }
+  expectError(decodeHeartbeat(std::span(body).first(16)), "heartbeat: body length 16 != expected 17");
+  Heartbeat bad = sampleHeartbeat();
+  bad.state = PairState(0);
+  expectError(validate(bad), "heartbeat: state 0 is not 1 (standby)");
+  EXPECT_TRUE(validate(SyncAck{0}).ok());
+}
+
+TEST(ProtocolMalformed, WhohasFields) {
+  auto mutate = [](auto f) {
+    auto bytes = encode(sampleWhohas());
+    std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+    f(body);
+    return decodeWhohas(body);
+  };
+  ASSERT_TRUE(mutate([](auto&) {}).ok());
+  expectError(mutate([](auto& b) { b[0] = std::byte{0}; }), "whohas: scope 0 out of range 1..8");
+  expectError(mutate([](auto& b) { b[0] = std::byte{9}; }), "whohas: scope 9 out of range 1..8");
+  expectError(mutate([](auto& b) { b.resize(3), b[2] = std::byte{0}; }), "whohas: entry count 0 out of range 1..1024");
+  expectError(decodeWhohas(std::vector<std::byte>(2)), "whohas: body length 2 < minimum 3");
+  expectError(mutate([](auto& b) { b[3 + 4 + 1] = std::byte{0}; }), "whohas entry 0: family 0 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[3 + 4] = std::byte{50}; }),
+              "whohas entry 0: ports must be 0 for protocol 50 (sport 40000, dport 80)");
+  expectError(mutate([](auto& b) { b.push_back(std::byte{0}); }), "whohas: body length 22 != expected 21");
+  expectError(mutate([](auto& b) { b.pop_back(); }), "whohas entry 0: body length 20 < minimum 21");
+  expectError(mutate([](auto& b) { b.resize(5); }), "whohas entry 0: body length 5 < minimum 7");
+  // An IPv4 key relabelled IPv6 wants 36 address bytes.
+  expectError(mutate([](auto& b) { b[3 + 4 + 1] = std::byte{6}; }), "whohas entry 0: body length 21 < minimum 45");
+  expectError(mutate([](auto& b) { b[2] = std::byte{2}; }), "whohas entry 1: body length 21 < minimum 25");
+
+  Whohas w = sampleWhohas();
+  w.scope = 0;
+  expectError(validate(w), "whohas: scope 0 out of range 1..8");
+  w = sampleWhohas();
+  w.entries.clear();
+  expectError(validate(w), "whohas: entry count 0 out of range 1..1024");
+  w = sampleWhohas();
+  w.entries[0].key.dst[6] = 1;
+  expectError(validate(w), "whohas entry 0: destination IPv4 address has non-zero byte 6");
+  w.entries.assign(1025, sampleWhohas().entries[0]);
+  expectError(validate(w), "whohas: entry count 1025 out of range 1..1024");
+  EXPECT_EQ(encode(w).size(), kHeaderSize + 3 + 1024 * 18);
+}
+
+TEST(ProtocolMalformed, IhaveFields) {
+  auto mutate = [](auto f) {
+    auto bytes = encode(sampleIhave());
+    std::vector<std::byte> body(bytes.begin() + kHeaderSize, bytes.end());
+    f(body);
+    return decodeIhave(body);
+  };
+  ASSERT_TRUE(mutate([](auto&) {}).ok());
+  expectError(decodeIhave(std::vector<std::byte>(1)), "ihave: body length 1 < minimum 2");
+  expectError(mutate([](auto& b) { b.resize(2), b[1] = std::byte{0}; }), "ihave: entry count 0 out of range 1..1024");
+  std::vector<std::byte> big(2 + 1025 * 20);
+  big[0] = std::byte{0x04};
+  big[1] = std::byte{0x01};
+  expectError(decodeIhave(big), "ihave: entry count 1025 out of range 1..1024");
+  expectError(mutate([](auto& b) { b[kIh1 + 4 + 1] = std::byte{5}; }), "ihave entry 1: family 5 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[kIh0 + 18] = std::byte{2}; }), "ihave entry 0: found 2 is not 0 or 1");
+  // found without an endpoint, an endpoint without found
+  expectError(mutate([](auto& b) { b[kIh1 + 18] = std::byte{1}; }),
+              "ihave entry 1: endpoint: address family 0 is not 4 or 6");
+  expectError(mutate([](auto& b) { b[kIh0 + 18] = std::byte{0}; }),
+              "ihave entry 0: endpoint: must be empty (family 0) when not found, got family 4");
+  expectError(mutate([](auto& b) { b[kIh0 + 19] = std::byte{7}; }),
+              "ihave entry 0: endpoint: address family 7 is not 0, 4 or 6");
+  expectError(mutate([](auto& b) {
+                for (size_t i = 0; i < 4; ++i) b[kIh0 + 20 + i] = std::byte{0};
+              }),
+              "ihave entry 0: endpoint: address 0.0.0.0 is unspecified");
+  expectError(mutate([](auto& b) { b.push_back(std::byte{0}); }), "ihave: body length 47 != expected 46");
+  expectError(mutate([](auto& b) { b.pop_back(); }), "ihave entry 1: body length 45 < minimum 46");
+  expectError(mutate([](auto& b) { b.resize(kIh1 + 18); }), "ihave entry 1: body length 44 < minimum 45");
+  expectError(mutate([](auto& b) { b[1] = std::byte{1}; }), "ihave: body length 46 != expected 26");
+
+  auto entry = [](size_t i, auto f) {
+    Ihave m = sampleIhave();
+    f(m.entries[i]);
+    return validate(m);
+  };
+  expectError(entry(0, [](IhaveEntry& e) { e.found = false; }),
+              "ihave entry 0: endpoint: must be empty (family 0) when not found, got family 4");
+  expectError(entry(1, [](IhaveEntry& e) { e.found = true; }), "ihave entry 1: endpoint: address family 0 is not 4 or 6");
+  expectError(entry(0, [](IhaveEntry& e) { e.endpoint = ip("::"); }), "ihave entry 0: endpoint: address :: is unspecified");
+  expectError(entry(1, [](IhaveEntry& e) { e.key.proto = 4, e.key.sport = 1; }),
+              "ihave entry 1: ports must be 0 for protocol 4 (sport 1, dport 53)");
+  Ihave none;
+  expectError(validate(none), "ihave: entry count 0 out of range 1..1024");
+}
+
 // ---- FrameReader ----
 
 Status feedAll(FrameReader& r, std::span<const std::byte> data, std::vector<Frame>& out) {
@@ -610,7 +1040,7 @@ TEST(FrameReader, BadHeaders) {
       {headerBytes('S', 'X', 1, 1, 0), "bad magic byte 1: 0x58"},
       {headerBytes('S', 'L', 2, 1, 0), "unsupported protocol version 2 (this build speaks version 1)"},
       {headerBytes('S', 'L', 1, 99, 0), "unknown message type 99"},
-      {headerBytes('S', 'L', 1, 6, 0), "unknown message type 6"},
+      {headerBytes('S', 'L', 1, 11, 0), "unknown message type 11"},
       {headerBytes('S', 'L', 1, 0, 0), "unknown message type 0"},
       {headerBytes('S', 'L', 1, 3, 1u << 20), "frame body length 1048576 > maximum 65536"},
       {headerBytes('S', 'L', 1, 3, 65537), "frame body length 65537 > maximum 65536"},
@@ -746,7 +1176,7 @@ TEST(FrameReader, RandomGarbageNeverCrashes) {
     std::vector<std::byte> g(rng() % 200);
     for (auto& b : g) b = std::byte(uint8_t(rng()));
     if (iter % 2) {  // make half of them look like frames so bodies get decoded
-      auto h = headerBytes('S', 'L', 1, uint8_t(1 + rng() % 5), uint32_t(g.size()));
+      auto h = headerBytes('S', 'L', 1, uint8_t(1 + rng() % 10), uint32_t(g.size()));
       g.insert(g.begin(), h.begin(), h.end());
     }
     FrameReader r;
@@ -758,6 +1188,11 @@ TEST(FrameReader, RandomGarbageNeverCrashes) {
     (void)decodeUpdate(g);
     (void)decodeError(g);
     (void)decodeShortcut(g);
+    (void)decodeFlowSync(g);
+    (void)decodeSyncAck(g);
+    (void)decodeHeartbeat(g);
+    (void)decodeWhohas(g);
+    (void)decodeIhave(g);
   }
 }
 
