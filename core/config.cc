@@ -76,6 +76,17 @@ std::string_view routeCostSourceName(RouteCostSource v) {
   return v == RouteCostSource::kKernel ? "kernel" : "config";
 }
 
+std::string_view spareRoleName(SpareRole r) { return r == SpareRole::kSpare ? "spare" : "main"; }
+
+std::string_view checkTypeName(CheckType t) {
+  switch (t) {
+    case CheckType::kHttp: return "http";
+    case CheckType::kCommand: return "command";
+    case CheckType::kTcp: break;
+  }
+  return "tcp";
+}
+
 bool isValidName(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -325,6 +336,8 @@ constexpr std::string_view kEndpointWhat = "an endpoint \"a.b.c.d:port\" with po
 constexpr std::string_view kPrefixWhat = "an IPv4 prefix \"a.b.c.d/len\" with no host bits set";
 constexpr std::string_view kDurationWhat =
     "a duration such as \"250ms\", \"3s\", \"5m\" or \"1h\", greater than 0";
+constexpr std::string_view kZeroDurationWhat =
+    "a duration such as \"0s\", \"500ms\" or \"3s\"";
 constexpr std::string_view kPathWhat = "a non-empty file path";
 constexpr std::string_view kSocketWhat = "an absolute socket path shorter than 108 bytes";
 constexpr std::string_view kIfNameWhat = "an interface name of 1..15 characters from [A-Za-z0-9._-]";
@@ -370,16 +383,34 @@ std::optional<Duration> parseDurationNode(const toml::node& n, std::string& what
   return d;
 }
 
-// A duration in [lo, hi]; a well-formed one outside says the range.
+// "250ms", "3s", "1h": how a duration is written back in messages.
+std::string durationText(Duration d) {
+  int64_t ms = d.count();
+  if (ms != 0 && ms % (3600 * 1000) == 0) return std::to_string(ms / (3600 * 1000)) + "h";
+  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+// parseDuration, plus a zero ("0s", "0ms", ...) for the keys where 0 means "off".
+std::optional<Duration> parseDurationOrZero(std::string_view s) {
+  if (auto d = parseDuration(s)) return d;
+  size_t digits = 0;
+  while (digits < s.size() && s[digits] == '0') ++digits;
+  if (digits == 0 || digits > 12) return std::nullopt;
+  // All zeros and a known unit.
+  if (!parseDuration("1" + std::string(s.substr(digits)))) return std::nullopt;
+  return Duration(0);
+}
+
+// A duration in [lo, hi]; a well-formed one outside says the range.  lo == 0
+// accepts a zero duration ("0s").
 auto durationIn(Duration lo, Duration hi) {
   return [lo, hi](const toml::node& n, std::string& what) -> std::optional<Duration> {
     auto s = asString(n);
     if (!s) return std::nullopt;
-    auto d = parseDuration(*s);
+    auto d = lo.count() == 0 ? parseDurationOrZero(*s) : parseDuration(*s);
     if (d && (*d < lo || *d > hi)) {
-      what = "a duration of " + std::to_string(lo.count()) + "ms.." +
-             (hi.count() % 1000 == 0 ? std::to_string(hi.count() / 1000) + "s"
-                                     : std::to_string(hi.count()) + "ms");
+      what = "a duration of " + std::to_string(lo.count()) + "ms.." + durationText(hi);
       return std::nullopt;
     }
     return d;
@@ -479,6 +510,10 @@ constexpr EnumName<LoadSource> kLoadSourceNames[] = {{"cpu", LoadSource::kCpu},
                                                      {"connections", LoadSource::kConnections},
                                                      {"file", LoadSource::kFile},
                                                      {"command", LoadSource::kCommand}};
+constexpr EnumName<SpareRole> kSpareRoleNames[] = {{"main", SpareRole::kMain},
+                                                   {"spare", SpareRole::kSpare}};
+constexpr EnumName<CheckType> kCheckTypeNames[] = {
+    {"tcp", CheckType::kTcp}, {"http", CheckType::kHttp}, {"command", CheckType::kCommand}};
 constexpr EnumName<RouteCostSource> kRouteCostSourceNames[] = {
     {"config", RouteCostSource::kConfig}, {"kernel", RouteCostSource::kKernel}};
 constexpr EnumName<std::string_view> kAlgorithmNames[] = {
@@ -696,9 +731,153 @@ bool readableFile(const std::string& path) {
 
 // ---------------------------------------------------------------- SLR ----
 
+// "10.0.2.100/24" (host bits allowed: it is an interface address with its
+// subnet) or a bare address (/32).
+std::optional<Prefix> parseInterfaceAddress(const toml::node& n, std::string&) {
+  auto s = asString(n);
+  if (!s) return std::nullopt;
+  auto slash = s->find('/');
+  auto addr = IpAddress::parse(s->substr(0, slash));
+  if (!addr || !addr->isV4()) return std::nullopt;
+  unsigned len = 32;
+  if (slash != std::string_view::npos) {
+    auto lt = s->substr(slash + 1);
+    auto [p, ec] = std::from_chars(lt.data(), lt.data() + lt.size(), len);
+    if (lt.empty() || ec != std::errc() || p != lt.data() + lt.size() || len < 1 || len > 32)
+      return std::nullopt;
+  }
+  return Prefix{*addr, uint8_t(len)};
+}
+
+constexpr std::string_view kInterfaceAddressWhat =
+    "an IPv4 interface address \"a.b.c.d/len\" with len 1..32 (or a bare address)";
+
+// Two durations of one table that must be ordered (both already read,
+// defaults or not): `later` greater than `earlier`, or with kAtMost at most
+// `earlier`.  Reported on `later`'s key.
+enum class Order { kGreater, kAtMost };
+void requireOrder(Section& s, std::string_view later_key, Duration later, std::string_view earlier_key,
+                  Duration earlier, Order order = Order::kGreater) {
+  if (!s.present()) return;
+  bool ok = order == Order::kGreater ? later > earlier : later <= earlier;
+  std::string_view how = order == Order::kGreater ? "greater than" : "at most";
+  if (ok) return;
+  const toml::node* n = s.at(later_key);
+  std::string got = n ? repr(*n) : quote(durationText(later)) + " (the default)";
+  std::string earlier_text = quote(durationText(earlier));
+  if (s.at(earlier_key) == nullptr) earlier_text += ", the default";
+  s.ctx().expected(s.path(later_key),
+                   "a duration " + std::string(how) + " " + s.path(earlier_key) + " (" + earlier_text + ")",
+                   got);
+}
+
+// [hot_spare]: the pair's other member, heartbeat timing, addresses to claim.
+void readHotSpare(Section& root, SlrConfig& c, bool slr_name_ok) {
+  Ctx& ctx = root.ctx();
+  Section s(ctx, subTable(root, "hot_spare", Need::kOptional, "[hot_spare]"), "hot_spare",
+            {"role", "peer", "peer_name", "heartbeat", "dead_after", "sync_interval", "claim_interface",
+             "claim_addresses"});
+  if (!s.present()) return;
+  auto& o = c.hot_spare;
+  o.enabled = true;
+  read(s, "role", Need::kRequired, enumWhat(kSpareRoleNames), o.role, enumIn(kSpareRoleNames));
+  if (read(s, "peer", Need::kRequired, kEndpointWhat, o.peer, parseEndpoint) &&
+      o.peer == c.slr.control_listen) {
+    ctx.expected(s.path("peer"), "an endpoint other than slr.control_listen", quote(o.peer.str()));
+  }
+  if (read(s, "peer_name", Need::kRequired, kNameWhat, o.peer_name, parseName) && slr_name_ok &&
+      o.peer_name == c.slr.name) {
+    ctx.expected(s.path("peer_name"), "a name other than slr.name", quote(o.peer_name));
+  }
+  bool hb_ok = true, dead_ok = true;
+  if (s.at("heartbeat"))
+    hb_ok = read(s, "heartbeat", Need::kOptional, kDurationWhat, o.heartbeat,
+                 durationIn(Duration(10), Duration(10 * 1000)));
+  if (s.at("dead_after"))
+    dead_ok = read(s, "dead_after", Need::kOptional, kDurationWhat, o.dead_after,
+                   durationIn(Duration(1), Duration(60 * 1000)));
+  if (hb_ok && dead_ok) requireOrder(s, "dead_after", o.dead_after, "heartbeat", o.heartbeat);
+  read(s, "sync_interval", Need::kOptional, kDurationWhat, o.sync_interval,
+       durationIn(Duration(1), Duration(1000)));
+
+  bool if_ok = read(s, "claim_interface", Need::kOptional, kIfNameWhat, o.claim_interface, parseIfName);
+  bool addrs_given = false;
+  if (const toml::node* n = s.at("claim_addresses"); n != nullptr) {
+    const auto* arr = n->as_array();
+    if (arr == nullptr) {
+      ctx.expected(s.path("claim_addresses"), "an array of IPv4 interface addresses", repr(*n));
+    } else {
+      addrs_given = !arr->empty();
+      for (size_t i = 0; i < arr->size(); ++i) {
+        const toml::node& e = (*arr)[i];
+        std::string path = element(s.path("claim_addresses"), i);
+        std::string w(kInterfaceAddressWhat);
+        auto p = parseInterfaceAddress(e, w);
+        if (!p) {
+          ctx.expected(path, w, repr(e));
+        } else if (std::any_of(o.claim_addresses.begin(), o.claim_addresses.end(),
+                               [&](const Prefix& q) { return q.addr == p->addr; })) {
+          ctx.expected(path, "an address not listed twice", quote(p->str()));
+        } else {
+          o.claim_addresses.push_back(*p);
+        }
+      }
+    }
+  }
+  // The interface is where the claimed addresses go: one without the other is a mistake.
+  if (addrs_given && s.at("claim_interface") == nullptr) {
+    ctx.expected(s.path("claim_interface"),
+                 std::string(kIfNameWhat) + " (hot_spare.claim_addresses is not empty)", "nothing");
+  } else if (if_ok && !addrs_given) {
+    // Absent or an empty array (a non-array was reported above).
+    const toml::node* n = s.at("claim_addresses");
+    if (n == nullptr || n->is_array()) {
+      ctx.expected(s.path("claim_addresses"),
+                   "a non-empty array of IPv4 interface addresses (hot_spare.claim_interface is set)",
+                   n == nullptr ? "nothing" : repr(*n));
+    }
+  }
+}
+
+// [[neighbor]]: SLRs asked WHOHAS.  Names and addresses unique, not this SLR.
+void readNeighbors(Section& root, SlrConfig& c, bool slr_name_ok) {
+  Ctx& ctx = root.ctx();
+  std::vector<bool> addr_ok_list;
+  for (auto& el : tableArray(root, "neighbor", false, 32)) {
+    Section s(ctx, el.table, el.path, {"address", "name", "ca"});
+    NeighborConfig nb;
+    bool addr_ok = read(s, "address", Need::kRequired, kEndpointWhat, nb.address, parseEndpoint);
+    bool name_ok = read(s, "name", Need::kRequired, kNameWhat, nb.name, parseName);
+    read(s, "ca", Need::kOptional, kPathWhat, nb.ca, parsePath);
+    if (name_ok) {
+      if (slr_name_ok && nb.name == c.slr.name) {
+        ctx.expected(s.path("name"), "a name other than slr.name", quote(nb.name));
+      }
+      for (size_t j = 0; j < c.neighbors.size(); ++j) {
+        if (c.neighbors[j].name == nb.name) {
+          ctx.expected(s.path("name"), "a name not used by " + element("neighbor", j), quote(nb.name));
+          break;
+        }
+      }
+    }
+    if (addr_ok) {
+      for (size_t j = 0; j < c.neighbors.size(); ++j) {
+        if (addr_ok_list[j] && c.neighbors[j].address == nb.address) {
+          ctx.expected(s.path("address"), "an endpoint not used by " + element("neighbor", j),
+                       quote(nb.address.str()));
+          break;
+        }
+      }
+    }
+    addr_ok_list.push_back(addr_ok);
+    c.neighbors.push_back(std::move(nb));
+  }
+}
+
 void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
   Section root(ctx, &doc, "",
-               {"slr", "tls", "flows", "policy", "vip", "host", "upstream", "region"});
+               {"slr", "tls", "flows", "policy", "vip", "host", "upstream", "region", "hot_spare",
+                "neighbor", "whohas"});
 
   bool slr_name_ok = false;
   {
@@ -725,11 +904,13 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
 
   {
     Section s(ctx, subTable(root, "flows", Need::kOptional, "[flows]"), "flows",
-              {"capacity", "on_full", "timeouts"});
+              {"capacity", "on_full", "timeouts", "midstream_wait"});
     read(s, "capacity", Need::kOptional, "an integer 1024..67108864", c.flows.capacity,
          intIn<uint32_t>(1024, int64_t(1) << 26));
     read(s, "on_full", Need::kOptional, enumWhat(kOnFullNames), c.flows.on_full,
          enumIn(kOnFullNames));
+    read(s, "midstream_wait", Need::kOptional, kZeroDurationWhat, c.flows.midstream_wait,
+         durationIn(Duration(0), Duration(60 * 1000)));
     Section t(ctx, subTable(s, "timeouts", Need::kOptional, "[flows.timeouts]"), "flows.timeouts",
               {"tcp_syn", "tcp_established", "tcp_closing", "udp", "other"});
     auto& o = c.flows.timeouts;
@@ -776,7 +957,8 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
   }
 
   // [[upstream]]: SLRs one level up.  Names unique and not this SLR's own.
-  for (auto& el : tableArray(root, "upstream", false, 16)) {
+  // At most 15: a flow-table entry keeps the upstream index + 1 in 4 bits.
+  for (auto& el : tableArray(root, "upstream", false, 15)) {
     Section s(ctx, el.table, el.path,
               {"address", "name", "tunnel_source", "update_interval", "ca"});
     UpstreamConfig u;
@@ -832,7 +1014,8 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
   // [[host]]: names unique, every subnet inside some VIP subnet.
   bool all_host_names_ok = true;
   for (auto& el : tableArray(root, "host")) {
-    Section s(ctx, el.table, el.path, {"name", "subnets", "weight", "route_cost", "standby"});
+    Section s(ctx, el.table, el.path,
+              {"name", "subnets", "weight", "route_cost", "standby", "drained"});
     HostAuthConfig h;
     bool name_ok = read(s, "name", Need::kRequired, kNameWhat, h.name, parseName);
     if (!name_ok) all_host_names_ok = false;
@@ -875,6 +1058,7 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     read(s, "weight", Need::kOptional, "an integer 1..1000", h.weight, intIn<uint32_t>(1, 1000));
     read(s, "route_cost", Need::kOptional, "a number 0..1e9", h.route_cost, numberIn(0, 1e9));
     read(s, "standby", Need::kOptional, kBoolWhat, h.standby, parseBool);
+    read(s, "drained", Need::kOptional, kBoolWhat, h.drained, parseBool);
     c.hosts.push_back(std::move(h));
   }
 
@@ -961,12 +1145,131 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     }
     c.regions.push_back(std::move(r));
   }
+
+  readHotSpare(root, c, slr_name_ok);
+  readNeighbors(root, c, slr_name_ok);
+
+  {
+    Section s(ctx, subTable(root, "whohas", Need::kOptional, "[whohas]"), "whohas", {"wait", "scope"});
+    read(s, "wait", Need::kOptional, kDurationWhat, c.whohas.wait,
+         durationIn(Duration(1), Duration(10 * 1000)));
+    read(s, "scope", Need::kOptional, "an integer 1..8", c.whohas.scope, intIn<uint8_t>(1, 8));
+  }
 }
 
 // --------------------------------------------------------------- host ----
 
+// An HTTP request path: starts with '/', printable ASCII without spaces (it
+// goes into the request line as is).
+std::optional<std::string> parseHttpPath(const toml::node& n, std::string&) {
+  auto s = asString(n);
+  if (!s || s->empty() || s->front() != '/' || s->size() > 1024) return std::nullopt;
+  for (char c : *s)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return std::nullopt;
+  return std::string(*s);
+}
+
+// A Host header value: 1..255 printable ASCII characters without spaces.
+std::optional<std::string> parseHostHeader(const toml::node& n, std::string&) {
+  auto s = asString(n);
+  if (!s || s->empty() || s->size() > 255) return std::nullopt;
+  for (char c : *s)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return std::nullopt;
+  return std::string(*s);
+}
+
+// [[check]]: health checks.  Keys that do not apply to the check's type are
+// errors (an "address" on a command check is a mistake, not a no-op).
+void readChecks(Section& root, HostConfig& c) {
+  Ctx& ctx = root.ctx();
+  for (auto& el : tableArray(root, "check", false, 64)) {
+    Section s(ctx, el.table, el.path,
+              {"name", "type", "address", "path", "expect_status", "host_header", "command", "interval",
+               "timeout", "rise", "fall", "subnets"});
+    HealthCheckConfig k;
+    if (read(s, "name", Need::kRequired, kNameWhat, k.name, parseName)) {
+      for (size_t j = 0; j < c.checks.size(); ++j) {
+        if (c.checks[j].name == k.name) {
+          ctx.expected(s.path("name"), "a name not used by " + element("check", j), quote(k.name));
+          break;
+        }
+      }
+    }
+    bool type_ok = read(s, "type", Need::kRequired, enumWhat(kCheckTypeNames), k.type, enumIn(kCheckTypeNames));
+    if (type_ok) {
+      std::string tn(checkTypeName(k.type));
+      bool net = k.type == CheckType::kTcp || k.type == CheckType::kHttp;
+      bool http = k.type == CheckType::kHttp;
+      bool cmd = k.type == CheckType::kCommand;
+      // A key the type has no use for.
+      auto notFor = [&](std::string_view key, std::string_view who) {
+        if (const toml::node* n = s.at(key))
+          ctx.expected(s.path(key), "no " + std::string(key) + " on a \"" + tn + "\" check (" + std::string(who) + ")",
+                       repr(*n));
+      };
+      if (net) {
+        read(s, "address", Need::kRequired,
+             std::string(kEndpointWhat) + " (check.type is \"" + tn + "\")", k.address, parseEndpoint);
+      } else {
+        notFor("address", "only tcp and http checks connect");
+      }
+      if (http) {
+        read(s, "path", Need::kOptional, "an HTTP path starting with '/', without spaces or control characters",
+             k.path, parseHttpPath);
+        read(s, "expect_status", Need::kOptional, "an integer 100..599", k.expect_status,
+             intIn<uint32_t>(100, 599));
+        read(s, "host_header", Need::kOptional, "a Host header of 1..255 characters without spaces",
+             k.host_header, parseHostHeader);
+      } else {
+        notFor("path", "only http checks have one");
+        notFor("expect_status", "only http checks have one");
+        notFor("host_header", "only http checks have one");
+      }
+      if (cmd) {
+        read(s, "command", Need::kRequired, "a non-empty command (check.type is \"command\")", k.command,
+             parsePath);
+      } else {
+        notFor("command", "only command checks run one");
+      }
+    }
+    bool interval_ok = true, timeout_ok = true;
+    if (s.at("interval"))
+      interval_ok = read(s, "interval", Need::kOptional, kDurationWhat, k.interval,
+                         durationIn(Duration(10), Duration(3600 * 1000)));
+    if (s.at("timeout"))
+      timeout_ok = read(s, "timeout", Need::kOptional, kDurationWhat, k.timeout,
+                        durationIn(Duration(1), Duration(3600 * 1000)));
+    if (interval_ok && timeout_ok) requireOrder(s, "timeout", k.timeout, "interval", k.interval, Order::kAtMost);
+    read(s, "rise", Need::kOptional, "an integer 1..100", k.rise, intIn<uint32_t>(1, 100));
+    read(s, "fall", Need::kOptional, "an integer 1..100", k.fall, intIn<uint32_t>(1, 100));
+    if (const toml::node* n = s.at("subnets"); n != nullptr) {
+      const auto* arr = n->as_array();
+      if (arr == nullptr) {
+        ctx.expected(s.path("subnets"), "an array of [[subnet]] prefixes", repr(*n));
+      } else {
+        for (size_t i = 0; i < arr->size(); ++i) {
+          const toml::node& e = (*arr)[i];
+          std::string path = element(s.path("subnets"), i);
+          std::string w(kPrefixWhat);
+          auto p = parsePrefix(e, w);
+          if (!p) {
+            ctx.expected(path, w, repr(e));
+          } else if (std::find(c.subnets.begin(), c.subnets.end(), *p) == c.subnets.end()) {
+            ctx.expected(path, "the prefix of a [[subnet]]", quote(p->str()));
+          } else if (std::find(k.subnets.begin(), k.subnets.end(), *p) != k.subnets.end()) {
+            ctx.expected(path, "a prefix not listed twice", quote(p->str()));
+          } else {
+            k.subnets.push_back(*p);
+          }
+        }
+      }
+    }
+    c.checks.push_back(std::move(k));
+  }
+}
+
 void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
-  Section root(ctx, &doc, "", {"host", "tls", "slr", "subnet", "load"});
+  Section root(ctx, &doc, "", {"host", "tls", "slr", "subnet", "load", "check", "recovery"});
 
   {
     Section s(ctx, subTable(root, "host", Need::kRequired, "[host]"), "host",
@@ -1047,6 +1350,26 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
     read(s, "command", need_command ? Need::kRequired : Need::kOptional,
          need_command ? "a non-empty command (load.source is \"command\")" : "a non-empty command",
          o.command, parsePath);
+  }
+
+  readChecks(root, c);
+
+  {
+    Section s(ctx, subTable(root, "recovery", Need::kOptional, "[recovery]"), "recovery",
+              {"enabled", "stall_after", "give_up", "interval", "max_echoes"});
+    auto& o = c.recovery;
+    read(s, "enabled", Need::kOptional, kBoolWhat, o.enabled, parseBool);
+    bool stall_ok = true, give_up_ok = true;
+    if (s.at("stall_after"))
+      stall_ok = read(s, "stall_after", Need::kOptional, kDurationWhat, o.stall_after,
+                      durationIn(Duration(10), Duration(3600 * 1000)));
+    if (s.at("give_up"))
+      give_up_ok = read(s, "give_up", Need::kOptional, kDurationWhat, o.give_up,
+                        durationIn(Duration(1), Duration(24 * 3600 * 1000)));
+    if (stall_ok && give_up_ok) requireOrder(s, "give_up", o.give_up, "stall_after", o.stall_after);
+    read(s, "interval", Need::kOptional, kDurationWhat, o.interval,
+         durationIn(Duration(10), Duration(3600 * 1000)));
+    read(s, "max_echoes", Need::kOptional, "an integer 1..1000", o.max_echoes, intIn<uint32_t>(1, 1000));
   }
 }
 

@@ -416,10 +416,10 @@ TEST(ConfigErrors, UnknownKeys) {
                   "tcp_established, tcp_closing, udp, other"});
   EXPECT_EQ(slrErrors(std::string(kSlrBase) + "[[vips]]\nname = \"x\"\n"),
             Lines{"t.toml: vips: unknown key; expected one of: slr, tls, flows, policy, vip, host, "
-                  "upstream, region"});
+                  "upstream, region, hot_spare, neighbor, whohas"});
   EXPECT_EQ(slrErrors(std::string(kSlrBase) + "weigth = 3\n"),
             Lines{"t.toml: host[0].weigth: unknown key; expected one of: name, subnets, weight, "
-                  "route_cost, standby"});
+                  "route_cost, standby, drained"});
   EXPECT_EQ(hostErrors(std::string(kHostBase) + "[load]\nfiles = \"/x\"\n"),
             Lines{"h.toml: load.files: unknown key; expected one of: source, max_connections, file, "
                   "command"});
@@ -713,17 +713,17 @@ name = "n/t"
   auto none = loadSlrConfigFromString("upstream = []\n" + std::string(kSlrBase), "t.toml");
   ASSERT_TRUE(none.ok()) << none.error().detail;
   EXPECT_TRUE(none->upstreams.empty());
-  // At most 16.
+  // At most 15 (the flow table keeps upstream index + 1 in 4 bits).
   std::string many(kSlrBase);
-  for (int i = 0; i < 17; ++i) {
+  for (int i = 0; i < 16; ++i) {
     many += "[[upstream]]\naddress = \"10.0.9." + std::to_string(i + 1) + ":7400\"\nname = \"u" +
             std::to_string(i) + "\"\n";
   }
-  EXPECT_EQ(slrErrors(many), Lines{"t.toml: upstream: expected at most 16 [[upstream]] tables, got 17"});
-  std::string sixteen = many.substr(0, many.rfind("[[upstream]]"));
-  auto ok = loadSlrConfigFromString(sixteen, "t.toml");
+  EXPECT_EQ(slrErrors(many), Lines{"t.toml: upstream: expected at most 15 [[upstream]] tables, got 16"});
+  std::string fifteen = many.substr(0, many.rfind("[[upstream]]"));
+  auto ok = loadSlrConfigFromString(fifteen, "t.toml");
   ASSERT_TRUE(ok.ok()) << ok.error().detail;
-  EXPECT_EQ(ok->upstreams.size(), 16u);
+  EXPECT_EQ(ok->upstreams.size(), 15u);
 }
 
 TEST(ConfigHierarchy, PolicyErrors) {
@@ -846,7 +846,7 @@ TEST(ConfigHierarchy, VipClassAndHostStandbyErrors) {
                   "got \"" + std::string(65, 'c') + "\""});
   EXPECT_EQ(slrErrors(std::string(kSlrBase) + "klass = \"x\"\n"),
             Lines{"t.toml: host[0].klass: unknown key; expected one of: name, subnets, weight, "
-                  "route_cost, standby"});
+                  "route_cost, standby, drained"});
   EXPECT_EQ(slrErrors(edit(kSlrBase, "[[host]]", "class = 5\n[[host]]")),
             Lines{"t.toml: vip[0].class: expected a name of 1..64 characters from [A-Za-z0-9._-], "
                   "got 5"});
@@ -949,6 +949,468 @@ TEST(ConfigHierarchy, HostErrors) {
   auto ok = loadHostConfigFromString(std::string(kHostBase) + "load_scale = 0\n", "h.toml");
   ASSERT_TRUE(ok.ok()) << ok.error().detail;
   EXPECT_EQ(ok->subnet_load_scale, std::vector<double>{0.0});
+}
+
+// ------------------------------------------- flows survive failures ----
+// [hot_spare], [[neighbor]], [whohas], flows.midstream_wait, [[host]] drained;
+// host [[check]] and [recovery].
+
+TEST(ConfigRecovery, SlrDefaults) {
+  auto r = loadSlrConfigFromString(kSlrBase, "t.toml");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_FALSE(r->hot_spare.enabled);
+  EXPECT_TRUE(r->neighbors.empty());
+  EXPECT_EQ(r->whohas.wait, milliseconds(50));
+  EXPECT_EQ(r->whohas.scope, 1);
+  EXPECT_EQ(r->flows.midstream_wait, seconds(3));
+  EXPECT_FALSE(r->hosts[0].drained);
+  EXPECT_EQ(spareRoleName(SpareRole::kMain), "main");
+  EXPECT_EQ(spareRoleName(SpareRole::kSpare), "spare");
+  EXPECT_EQ(checkTypeName(CheckType::kTcp), "tcp");
+  EXPECT_EQ(checkTypeName(CheckType::kHttp), "http");
+  EXPECT_EQ(checkTypeName(CheckType::kCommand), "command");
+}
+
+TEST(ConfigRecovery, HostDefaults) {
+  auto r = loadHostConfigFromString(kHostBase, "h.toml");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_TRUE(r->checks.empty());
+  EXPECT_TRUE(r->recovery.enabled);
+  EXPECT_EQ(r->recovery.stall_after, milliseconds(1500));
+  EXPECT_EQ(r->recovery.give_up, seconds(60));
+  EXPECT_EQ(r->recovery.interval, milliseconds(500));
+  EXPECT_EQ(r->recovery.max_echoes, 8u);
+}
+
+TEST(ConfigRecovery, AllSlrKeysRead) {
+  std::string t = edit(kSlrBase, "[tls]", R"([flows]
+midstream_wait = "0s"
+
+[hot_spare]
+role = "spare"
+peer = "10.0.2.3:7400"
+peer_name = "slr1b"
+heartbeat = "50ms"
+dead_after = "300ms"
+sync_interval = "5ms"
+claim_interface = "eth1"
+claim_addresses = ["10.0.2.100/24", "10.0.4.1"]
+
+[[neighbor]]
+address = "10.0.5.2:7400"
+name = "slr2"
+ca = "/etc/slrctl/ca-2.pem"
+
+[[neighbor]]
+address = "10.0.6.2:7400"
+name = "slr3"
+
+[whohas]
+wait = "20ms"
+scope = 8
+
+[tls])");
+  t = edit(t, R"(subnets = ["10.100.0.0/24"])", "subnets = [\"10.100.0.0/24\"]\ndrained = true");
+  auto r = loadSlrConfigFromString(t, "t.toml");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(r->flows.midstream_wait, milliseconds(0));
+  const auto& hs = r->hot_spare;
+  EXPECT_TRUE(hs.enabled);
+  EXPECT_EQ(hs.role, SpareRole::kSpare);
+  EXPECT_EQ(hs.peer.str(), "10.0.2.3:7400");
+  EXPECT_EQ(hs.peer_name, "slr1b");
+  EXPECT_EQ(hs.heartbeat, milliseconds(50));
+  EXPECT_EQ(hs.dead_after, milliseconds(300));
+  EXPECT_EQ(hs.sync_interval, milliseconds(5));
+  EXPECT_EQ(hs.claim_interface, "eth1");
+  ASSERT_EQ(hs.claim_addresses.size(), 2u);
+  EXPECT_EQ(hs.claim_addresses[0].str(), "10.0.2.100/24");  // host bits kept: an interface address
+  EXPECT_EQ(hs.claim_addresses[1].str(), "10.0.4.1/32");
+  ASSERT_EQ(r->neighbors.size(), 2u);
+  EXPECT_EQ(r->neighbors[0].address.str(), "10.0.5.2:7400");
+  EXPECT_EQ(r->neighbors[0].name, "slr2");
+  EXPECT_EQ(r->neighbors[0].ca, "/etc/slrctl/ca-2.pem");
+  EXPECT_EQ(r->neighbors[1].name, "slr3");
+  EXPECT_EQ(r->neighbors[1].ca, "");
+  EXPECT_EQ(r->whohas.wait, milliseconds(20));
+  EXPECT_EQ(r->whohas.scope, 8);
+  EXPECT_TRUE(r->hosts[0].drained);
+
+  // A minimal [hot_spare]: the three required keys, no claim (e.g. a routing
+  // daemon moves the traffic), defaults for the timing.
+  auto m = loadSlrConfigFromString(std::string(kSlrBase) + R"(
+[hot_spare]
+role = "main"
+peer = "10.0.2.3:7400"
+peer_name = "slr1b"
+)", "t.toml");
+  ASSERT_TRUE(m.ok()) << m.error().detail;
+  EXPECT_TRUE(m->hot_spare.enabled);
+  EXPECT_EQ(m->hot_spare.role, SpareRole::kMain);
+  EXPECT_EQ(m->hot_spare.heartbeat, milliseconds(100));
+  EXPECT_EQ(m->hot_spare.dead_after, milliseconds(500));
+  EXPECT_EQ(m->hot_spare.sync_interval, milliseconds(10));
+  EXPECT_TRUE(m->hot_spare.claim_interface.empty());
+  EXPECT_TRUE(m->hot_spare.claim_addresses.empty());
+}
+
+TEST(ConfigRecovery, MidstreamWait) {
+  auto wait = [](std::string_view v) {
+    return loadSlrConfigFromString(edit(kSlrBase, "[tls]", "[flows]\nmidstream_wait = " + std::string(v) + "\n[tls]"),
+                                   "t.toml");
+  };
+  for (auto [text, ms] : {std::pair{"\"0s\"", 0}, {"\"0ms\"", 0}, {"\"00s\"", 0}, {"\"1ms\"", 1},
+                          {"\"60s\"", 60000}, {"\"1m\"", 60000}}) {
+    auto r = wait(text);
+    ASSERT_TRUE(r.ok()) << text << ": " << r.error().detail;
+    EXPECT_EQ(r->flows.midstream_wait, milliseconds(ms)) << text;
+  }
+  auto err = [&](std::string_view v) {
+    auto r = wait(v);
+    EXPECT_FALSE(r.ok()) << v;
+    return r.ok() ? Lines{} : errorLines(r.error());
+  };
+  EXPECT_EQ(err("\"61s\""), Lines{"t.toml: flows.midstream_wait: expected a duration of 0ms..60s, got \"61s\""});
+  EXPECT_EQ(err("\"0\""), Lines{"t.toml: flows.midstream_wait: expected a duration such as \"0s\", \"500ms\" or "
+                                "\"3s\", got \"0\""});
+  EXPECT_EQ(err("\"-1s\""), Lines{"t.toml: flows.midstream_wait: expected a duration such as \"0s\", \"500ms\" or "
+                                  "\"3s\", got \"-1s\""});
+  EXPECT_EQ(err("0"), Lines{"t.toml: flows.midstream_wait: expected a duration such as \"0s\", \"500ms\" or "
+                            "\"3s\", got 0"});
+  EXPECT_EQ(err("\"0x\""), Lines{"t.toml: flows.midstream_wait: expected a duration such as \"0s\", \"500ms\" or "
+                                 "\"3s\", got \"0x\""});
+  // Other durations still refuse zero.
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "[flows.timeouts]\nudp = \"0s\"\n[tls]")),
+            Lines{"t.toml: flows.timeouts.udp: expected a duration such as \"250ms\", \"3s\", \"5m\" or \"1h\", "
+                  "greater than 0, got \"0s\""});
+  EXPECT_EQ(slrErrors(edit(kSlrBase, "[tls]", "[flows]\nmidstream = \"1s\"\n[tls]")),
+            Lines{"t.toml: flows.midstream: unknown key; expected one of: capacity, on_full, timeouts, "
+                  "midstream_wait"});
+}
+
+TEST(ConfigRecovery, HostDrained) {
+  EXPECT_EQ(slrErrors(edit(kSlrBase, R"(subnets = ["10.100.0.0/24"])",
+                           "subnets = [\"10.100.0.0/24\"]\ndrained = \"yes\"")),
+            Lines{"t.toml: host[0].drained: expected true or false, got \"yes\""});
+}
+
+TEST(ConfigRecovery, HotSpareErrors) {
+  auto spare = [](std::string_view body) { return slrErrors(std::string(kSlrBase) + "[hot_spare]\n" + std::string(body)); };
+  // Required keys, named with what they take.
+  EXPECT_EQ(spare(""),
+            (Lines{"t.toml: hot_spare.role: expected one of \"main\", \"spare\", got nothing",
+                   "t.toml: hot_spare.peer: expected an endpoint \"a.b.c.d:port\" with port 1..65535, got nothing",
+                   "t.toml: hot_spare.peer_name: expected a name of 1..64 characters from [A-Za-z0-9._-], got "
+                   "nothing"}));
+  const std::string req = "role = \"main\"\npeer = \"10.0.2.3:7400\"\npeer_name = \"slr1b\"\n";
+  EXPECT_EQ(spare("role = \"Main\"\npeer = \"10.0.2.3\"\npeer_name = \"slr1\"\n"),
+            (Lines{"t.toml: hot_spare.role: expected one of \"main\", \"spare\", got \"Main\"",
+                   "t.toml: hot_spare.peer: expected an endpoint \"a.b.c.d:port\" with port 1..65535, got "
+                   "\"10.0.2.3\"",
+                   "t.toml: hot_spare.peer_name: expected a name other than slr.name, got \"slr1\""}));
+  EXPECT_EQ(spare("role = \"spare\"\npeer = \"10.0.2.2:7400\"\npeer_name = \"slr1b\"\n"),
+            Lines{"t.toml: hot_spare.peer: expected an endpoint other than slr.control_listen, got "
+                  "\"10.0.2.2:7400\""});
+  // Timing ranges and order.
+  EXPECT_EQ(spare(req + "heartbeat = \"5ms\"\n"),
+            Lines{"t.toml: hot_spare.heartbeat: expected a duration of 10ms..10s, got \"5ms\""});
+  EXPECT_EQ(spare(req + "heartbeat = \"11s\"\n"),
+            Lines{"t.toml: hot_spare.heartbeat: expected a duration of 10ms..10s, got \"11s\""});
+  EXPECT_EQ(spare(req + "dead_after = \"61s\"\n"),
+            Lines{"t.toml: hot_spare.dead_after: expected a duration of 1ms..60s, got \"61s\""});
+  EXPECT_EQ(spare(req + "heartbeat = \"200ms\"\ndead_after = \"200ms\"\n"),
+            Lines{"t.toml: hot_spare.dead_after: expected a duration greater than hot_spare.heartbeat "
+                  "(\"200ms\"), got \"200ms\""});
+  EXPECT_EQ(spare(req + "dead_after = \"100ms\"\n"),
+            Lines{"t.toml: hot_spare.dead_after: expected a duration greater than hot_spare.heartbeat "
+                  "(\"100ms\", the default), got \"100ms\""});
+  EXPECT_EQ(spare(req + "heartbeat = \"1s\"\n"),
+            Lines{"t.toml: hot_spare.dead_after: expected a duration greater than hot_spare.heartbeat "
+                  "(\"1s\"), got \"500ms\" (the default)"});
+  EXPECT_EQ(spare(req + "sync_interval = \"2s\"\n"),
+            Lines{"t.toml: hot_spare.sync_interval: expected a duration of 1ms..1s, got \"2s\""});
+  EXPECT_EQ(spare(req + "sync_interval = 10\n"),
+            Lines{"t.toml: hot_spare.sync_interval: expected a duration such as \"250ms\", \"3s\", \"5m\" or "
+                  "\"1h\", greater than 0, got 10"});
+  // claim_interface iff claim_addresses.
+  EXPECT_EQ(spare(req + "claim_addresses = [\"10.0.2.100/24\"]\n"),
+            Lines{"t.toml: hot_spare.claim_interface: expected an interface name of 1..15 characters from "
+                  "[A-Za-z0-9._-] (hot_spare.claim_addresses is not empty), got nothing"});
+  EXPECT_EQ(spare(req + "claim_interface = \"eth1\"\n"),
+            Lines{"t.toml: hot_spare.claim_addresses: expected a non-empty array of IPv4 interface addresses "
+                  "(hot_spare.claim_interface is set), got nothing"});
+  EXPECT_EQ(spare(req + "claim_interface = \"eth1\"\nclaim_addresses = []\n"),
+            Lines{"t.toml: hot_spare.claim_addresses: expected a non-empty array of IPv4 interface addresses "
+                  "(hot_spare.claim_interface is set), got an empty array"});
+  EXPECT_EQ(spare(req + "claim_interface = \"an-interface-name-too-long\"\nclaim_addresses = [\"10.0.2.100\"]\n"),
+            Lines{"t.toml: hot_spare.claim_interface: expected an interface name of 1..15 characters from "
+                  "[A-Za-z0-9._-], got \"an-interface-name-too-long\""});
+  EXPECT_EQ(spare(req + "claim_interface = \"eth1\"\n"
+                        "claim_addresses = [\"10.0.2.100/33\", \"10.0.2.100/0\", \"fd00::1/64\", 5, \"10.0.2.7/24\", "
+                        "\"10.0.2.7/32\"]\n"),
+            (Lines{"t.toml: hot_spare.claim_addresses[0]: expected an IPv4 interface address \"a.b.c.d/len\" "
+                   "with len 1..32 (or a bare address), got \"10.0.2.100/33\"",
+                   "t.toml: hot_spare.claim_addresses[1]: expected an IPv4 interface address \"a.b.c.d/len\" "
+                   "with len 1..32 (or a bare address), got \"10.0.2.100/0\"",
+                   "t.toml: hot_spare.claim_addresses[2]: expected an IPv4 interface address \"a.b.c.d/len\" "
+                   "with len 1..32 (or a bare address), got \"fd00::1/64\"",
+                   "t.toml: hot_spare.claim_addresses[3]: expected an IPv4 interface address \"a.b.c.d/len\" "
+                   "with len 1..32 (or a bare address), got 5",
+                   "t.toml: hot_spare.claim_addresses[5]: expected an address not listed twice, got "
+                   "\"10.0.2.7/32\""}));
+  EXPECT_EQ(spare(req + "claim_interface = \"eth1\"\nclaim_addresses = \"10.0.2.100/24\"\n"),
+            Lines{"t.toml: hot_spare.claim_addresses: expected an array of IPv4 interface addresses, got "
+                  "\"10.0.2.100/24\""});
+  EXPECT_EQ(spare(req + "peer_address = \"10.0.2.3:7400\"\n"),
+            Lines{"t.toml: hot_spare.peer_address: unknown key; expected one of: role, peer, peer_name, "
+                  "heartbeat, dead_after, sync_interval, claim_interface, claim_addresses"});
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + "hot_spare = true\n"),
+            Lines{"t.toml: host[0].hot_spare: unknown key; expected one of: name, subnets, weight, route_cost, "
+                  "standby, drained"});
+  EXPECT_EQ(slrErrors("hot_spare = true\n" + std::string(kSlrBase)),
+            Lines{"t.toml: hot_spare: expected a table [hot_spare], got true"});
+}
+
+TEST(ConfigRecovery, NeighborErrors) {
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + "[[neighbor]]\nca = \"\"\n"),
+            (Lines{"t.toml: neighbor[0].address: expected an endpoint \"a.b.c.d:port\" with port 1..65535, got "
+                   "nothing",
+                   "t.toml: neighbor[0].name: expected a name of 1..64 characters from [A-Za-z0-9._-], got nothing",
+                   "t.toml: neighbor[0].ca: expected a non-empty file path, got \"\""}));
+  EXPECT_EQ(slrErrors(std::string(kSlrBase) + R"(
+[[neighbor]]
+address = "10.0.5.2:7400"
+name = "slr2"
+[[neighbor]]
+address = "10.0.6.2:7400"
+name = "slr1"
+[[neighbor]]
+address = "10.0.7.2:7400"
+name = "slr2"
+[[neighbor]]
+address = "10.0.5.2:7400"
+name = "slr4"
+[[neighbor]]
+address = "10.0.8.2:7400"
+name = "slr5"
+port = 7400
+)"),
+            (Lines{"t.toml: neighbor[1].name: expected a name other than slr.name, got \"slr1\"",
+                   "t.toml: neighbor[2].name: expected a name not used by neighbor[0], got \"slr2\"",
+                   "t.toml: neighbor[3].address: expected an endpoint not used by neighbor[0], got "
+                   "\"10.0.5.2:7400\"",
+                   "t.toml: neighbor[4].port: unknown key; expected one of: address, name, ca"}));
+  std::string many(kSlrBase);
+  for (int i = 0; i < 33; ++i)
+    many += "[[neighbor]]\naddress = \"10.0.5." + std::to_string(i + 1) + ":7400\"\nname = \"n" +
+            std::to_string(i) + "\"\n";
+  EXPECT_EQ(slrErrors(many), Lines{"t.toml: neighbor: expected at most 32 [[neighbor]] tables, got 33"});
+  auto ok = loadSlrConfigFromString(many.substr(0, many.rfind("[[neighbor]]")), "t.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->neighbors.size(), 32u);
+  EXPECT_EQ(slrErrors("neighbor = \"slr2\"\n" + std::string(kSlrBase)),
+            Lines{"t.toml: neighbor: expected an array of tables [[neighbor]], got \"slr2\""});
+}
+
+TEST(ConfigRecovery, WhohasErrors) {
+  auto whohas = [](std::string_view body) {
+    return slrErrors(std::string(kSlrBase) + "[whohas]\n" + std::string(body));
+  };
+  EXPECT_EQ(whohas("wait = \"11s\"\n"), Lines{"t.toml: whohas.wait: expected a duration of 1ms..10s, got \"11s\""});
+  EXPECT_EQ(whohas("wait = \"0ms\"\n"),
+            Lines{"t.toml: whohas.wait: expected a duration such as \"250ms\", \"3s\", \"5m\" or \"1h\", greater "
+                  "than 0, got \"0ms\""});
+  EXPECT_EQ(whohas("scope = 0\n"), Lines{"t.toml: whohas.scope: expected an integer 1..8, got 0"});
+  EXPECT_EQ(whohas("scope = 9\n"), Lines{"t.toml: whohas.scope: expected an integer 1..8, got 9"});
+  EXPECT_EQ(whohas("scope = \"1\"\n"), Lines{"t.toml: whohas.scope: expected an integer 1..8, got \"1\""});
+  EXPECT_EQ(whohas("timeout = \"1s\"\n"),
+            Lines{"t.toml: whohas.timeout: unknown key; expected one of: wait, scope"});
+}
+
+TEST(ConfigRecovery, AllHostKeysRead) {
+  std::string t = std::string(kHostBase) + R"(
+[[subnet]]
+prefix = "10.101.0.0/24"
+
+[[check]]
+name = "web"
+type = "http"
+address = "127.0.0.1:80"
+path = "/healthz?x=1"
+expect_status = 204
+host_header = "www.example.com:80"
+interval = "2s"
+timeout = "2s"
+rise = 3
+fall = 2
+subnets = ["10.100.0.0/24"]
+
+[[check]]
+name = "db"
+type = "tcp"
+address = "127.0.0.1:5432"
+
+[[check]]
+name = "disk"
+type = "command"
+command = "test -w /var/lib/app"
+subnets = ["10.101.0.0/24", "10.100.0.0/24"]
+
+[recovery]
+enabled = false
+stall_after = "2s"
+give_up = "24h"
+interval = "250ms"
+max_echoes = 1000
+)";
+  auto r = loadHostConfigFromString(t, "h.toml");
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  ASSERT_EQ(r->checks.size(), 3u);
+  const auto& web = r->checks[0];
+  EXPECT_EQ(web.name, "web");
+  EXPECT_EQ(web.type, CheckType::kHttp);
+  EXPECT_EQ(web.address.str(), "127.0.0.1:80");
+  EXPECT_EQ(web.path, "/healthz?x=1");
+  EXPECT_EQ(web.expect_status, 204u);
+  EXPECT_EQ(web.host_header, "www.example.com:80");
+  EXPECT_EQ(web.interval, seconds(2));
+  EXPECT_EQ(web.timeout, seconds(2));
+  EXPECT_EQ(web.rise, 3u);
+  EXPECT_EQ(web.fall, 2u);
+  ASSERT_EQ(web.subnets.size(), 1u);
+  EXPECT_EQ(web.subnets[0].str(), "10.100.0.0/24");
+  const auto& db = r->checks[1];
+  EXPECT_EQ(db.type, CheckType::kTcp);
+  EXPECT_EQ(db.address.str(), "127.0.0.1:5432");
+  EXPECT_EQ(db.path, "/");  // defaults
+  EXPECT_EQ(db.expect_status, 200u);
+  EXPECT_EQ(db.interval, seconds(1));
+  EXPECT_EQ(db.timeout, milliseconds(500));
+  EXPECT_EQ(db.rise, 1u);
+  EXPECT_EQ(db.fall, 1u);
+  EXPECT_TRUE(db.subnets.empty());  // all subnets
+  const auto& disk = r->checks[2];
+  EXPECT_EQ(disk.type, CheckType::kCommand);
+  EXPECT_EQ(disk.command, "test -w /var/lib/app");
+  EXPECT_EQ(disk.subnets.size(), 2u);
+  EXPECT_FALSE(r->recovery.enabled);
+  EXPECT_EQ(r->recovery.stall_after, seconds(2));
+  EXPECT_EQ(r->recovery.give_up, std::chrono::hours(24));
+  EXPECT_EQ(r->recovery.interval, milliseconds(250));
+  EXPECT_EQ(r->recovery.max_echoes, 1000u);
+}
+
+TEST(ConfigRecovery, CheckErrors) {
+  auto check = [](std::string_view body) { return hostErrors(std::string(kHostBase) + "[[check]]\n" + std::string(body)); };
+  EXPECT_EQ(check(""),
+            (Lines{"h.toml: check[0].name: expected a name of 1..64 characters from [A-Za-z0-9._-], got nothing",
+                   "h.toml: check[0].type: expected one of \"tcp\", \"http\", \"command\", got nothing"}));
+  EXPECT_EQ(check("name = \"a\"\ntype = \"ping\"\n"),
+            Lines{"h.toml: check[0].type: expected one of \"tcp\", \"http\", \"command\", got \"ping\""});
+  // Type-specific required keys.
+  EXPECT_EQ(check("name = \"a\"\ntype = \"tcp\"\n"),
+            Lines{"h.toml: check[0].address: expected an endpoint \"a.b.c.d:port\" with port 1..65535 "
+                  "(check.type is \"tcp\"), got nothing"});
+  EXPECT_EQ(check("name = \"a\"\ntype = \"http\"\naddress = \"127.0.0.1\"\n"),
+            Lines{"h.toml: check[0].address: expected an endpoint \"a.b.c.d:port\" with port 1..65535 "
+                  "(check.type is \"http\"), got \"127.0.0.1\""});
+  EXPECT_EQ(check("name = \"a\"\ntype = \"command\"\n"),
+            Lines{"h.toml: check[0].command: expected a non-empty command (check.type is \"command\"), got nothing"});
+  EXPECT_EQ(check("name = \"a\"\ntype = \"command\"\ncommand = \"\"\n"),
+            Lines{"h.toml: check[0].command: expected a non-empty command (check.type is \"command\"), got \"\""});
+  // Keys that do not apply to the type.
+  EXPECT_EQ(check("name = \"a\"\ntype = \"tcp\"\naddress = \"127.0.0.1:80\"\npath = \"/x\"\nexpect_status = 200\n"
+                  "host_header = \"x\"\ncommand = \"true\"\n"),
+            (Lines{"h.toml: check[0].path: expected no path on a \"tcp\" check (only http checks have one), got \"/x\"",
+                   "h.toml: check[0].expect_status: expected no expect_status on a \"tcp\" check (only http checks "
+                   "have one), got 200",
+                   "h.toml: check[0].host_header: expected no host_header on a \"tcp\" check (only http checks have "
+                   "one), got \"x\"",
+                   "h.toml: check[0].command: expected no command on a \"tcp\" check (only command checks run one), "
+                   "got \"true\""}));
+  EXPECT_EQ(check("name = \"a\"\ntype = \"command\"\ncommand = \"true\"\naddress = \"127.0.0.1:80\"\n"),
+            Lines{"h.toml: check[0].address: expected no address on a \"command\" check (only tcp and http checks "
+                  "connect), got \"127.0.0.1:80\""});
+  // http fields.
+  const std::string http = "name = \"a\"\ntype = \"http\"\naddress = \"127.0.0.1:80\"\n";
+  EXPECT_EQ(check(http + "path = \"healthz\"\n"),
+            Lines{"h.toml: check[0].path: expected an HTTP path starting with '/', without spaces or control "
+                  "characters, got \"healthz\""});
+  EXPECT_EQ(check(http + "path = \"/a b\"\n"),
+            Lines{"h.toml: check[0].path: expected an HTTP path starting with '/', without spaces or control "
+                  "characters, got \"/a b\""});
+  EXPECT_EQ(check(http + "expect_status = 600\n"),
+            Lines{"h.toml: check[0].expect_status: expected an integer 100..599, got 600"});
+  EXPECT_EQ(check(http + "expect_status = 99\n"),
+            Lines{"h.toml: check[0].expect_status: expected an integer 100..599, got 99"});
+  EXPECT_EQ(check(http + "host_header = \"a\\r\\nX: y\"\n"),
+            Lines{"h.toml: check[0].host_header: expected a Host header of 1..255 characters without spaces, got "
+                  "\"a\\u000D\\nX: y\""});
+  // Timing.
+  EXPECT_EQ(check(http + "interval = \"5ms\"\n"),
+            Lines{"h.toml: check[0].interval: expected a duration of 10ms..1h, got \"5ms\""});
+  EXPECT_EQ(check(http + "interval = \"2h\"\n"),
+            Lines{"h.toml: check[0].interval: expected a duration of 10ms..1h, got \"2h\""});
+  EXPECT_EQ(check(http + "timeout = \"2s\"\n"),
+            Lines{"h.toml: check[0].timeout: expected a duration at most check[0].interval (\"1s\", the default), "
+                  "got \"2s\""});
+  EXPECT_EQ(check(http + "interval = \"100ms\"\n"),
+            Lines{"h.toml: check[0].timeout: expected a duration at most check[0].interval (\"100ms\"), got "
+                  "\"500ms\" (the default)"});
+  EXPECT_EQ(check(http + "rise = 0\nfall = 101\n"),
+            (Lines{"h.toml: check[0].rise: expected an integer 1..100, got 0",
+                   "h.toml: check[0].fall: expected an integer 1..100, got 101"}));
+  // Subnets must be [[subnet]] prefixes.
+  EXPECT_EQ(check(http + "subnets = [\"10.100.0.0/25\", \"10.100.0.0/24\", \"10.100.0.0/24\", \"x\"]\n"),
+            (Lines{"h.toml: check[0].subnets[0]: expected the prefix of a [[subnet]], got \"10.100.0.0/25\"",
+                   "h.toml: check[0].subnets[2]: expected a prefix not listed twice, got \"10.100.0.0/24\"",
+                   "h.toml: check[0].subnets[3]: expected an IPv4 prefix \"a.b.c.d/len\" with no host bits set, got "
+                   "\"x\""}));
+  EXPECT_EQ(check(http + "subnets = \"10.100.0.0/24\"\n"),
+            Lines{"h.toml: check[0].subnets: expected an array of [[subnet]] prefixes, got \"10.100.0.0/24\""});
+  EXPECT_EQ(check(http + "port = 80\n"),
+            Lines{"h.toml: check[0].port: unknown key; expected one of: name, type, address, path, expect_status, "
+                  "host_header, command, interval, timeout, rise, fall, subnets"});
+  // Names unique; at most 64.
+  EXPECT_EQ(check(http + "[[check]]\n" + http),
+            Lines{"h.toml: check[1].name: expected a name not used by check[0], got \"a\""});
+  std::string many(kHostBase);
+  for (int i = 0; i < 65; ++i)
+    many += "[[check]]\nname = \"c" + std::to_string(i) + "\"\ntype = \"tcp\"\naddress = \"127.0.0.1:80\"\n";
+  EXPECT_EQ(hostErrors(many), Lines{"h.toml: check: expected at most 64 [[check]] tables, got 65"});
+  auto ok = loadHostConfigFromString(many.substr(0, many.rfind("[[check]]")), "h.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().detail;
+  EXPECT_EQ(ok->checks.size(), 64u);
+}
+
+TEST(ConfigRecovery, RecoveryErrors) {
+  auto rec = [](std::string_view body) { return hostErrors(std::string(kHostBase) + "[recovery]\n" + std::string(body)); };
+  EXPECT_EQ(rec("enabled = \"no\"\n"), Lines{"h.toml: recovery.enabled: expected true or false, got \"no\""});
+  EXPECT_EQ(rec("stall_after = \"5ms\"\n"),
+            Lines{"h.toml: recovery.stall_after: expected a duration of 10ms..1h, got \"5ms\""});
+  EXPECT_EQ(rec("give_up = \"25h\"\n"),
+            Lines{"h.toml: recovery.give_up: expected a duration of 1ms..24h, got \"25h\""});
+  EXPECT_EQ(rec("stall_after = \"2s\"\ngive_up = \"2s\"\n"),
+            Lines{"h.toml: recovery.give_up: expected a duration greater than recovery.stall_after (\"2s\"), got "
+                  "\"2s\""});
+  EXPECT_EQ(rec("stall_after = \"2m\"\n"),
+            Lines{"h.toml: recovery.give_up: expected a duration greater than recovery.stall_after (\"120s\"), got "
+                  "\"60s\" (the default)"});
+  EXPECT_EQ(rec("give_up = \"1s\"\n"),
+            Lines{"h.toml: recovery.give_up: expected a duration greater than recovery.stall_after (\"1500ms\", the "
+                  "default), got \"1s\""});
+  EXPECT_EQ(rec("interval = \"0ms\"\n"),
+            Lines{"h.toml: recovery.interval: expected a duration such as \"250ms\", \"3s\", \"5m\" or \"1h\", "
+                  "greater than 0, got \"0ms\""});
+  EXPECT_EQ(rec("max_echoes = 0\n"), Lines{"h.toml: recovery.max_echoes: expected an integer 1..1000, got 0"});
+  EXPECT_EQ(rec("max_echoes = 1001\n"), Lines{"h.toml: recovery.max_echoes: expected an integer 1..1000, got 1001"});
+  EXPECT_EQ(rec("echoes = 3\n"),
+            Lines{"h.toml: recovery.echoes: unknown key; expected one of: enabled, stall_after, give_up, interval, "
+                  "max_echoes"});
+  EXPECT_EQ(hostErrors(std::string(kHostBase) + "[[recovery]]\n"),
+            Lines{"h.toml: recovery: expected a table [recovery], got an array"});
+  EXPECT_EQ(hostErrors(std::string(kHostBase) + "[checks]\n"),
+            Lines{"h.toml: checks: unknown key; expected one of: host, tls, slr, subnet, load, check, recovery"});
 }
 
 // ------------------------------------------------------- role and files ----
