@@ -20,6 +20,7 @@ constexpr size_t kOffRetransmits = 2;     // u8
 constexpr size_t kOffUnacked = 24;        // u32
 constexpr size_t kOffLastDataSent = 44;   // u32
 constexpr size_t kOffLastDataRecv = 52;   // u32
+constexpr size_t kOffLastAckRecv = 56;    // u32
 constexpr size_t kOffRtt = 68;            // u32
 constexpr size_t kOffTotalRetrans = 100;  // u32
 constexpr size_t kOffBytesAcked = 120;    // u64
@@ -90,6 +91,7 @@ Status parseOne(const nlmsghdr* nlh, const TcpFilter& f, std::vector<TcpSockInfo
       loadAt(p, len, kOffUnacked, s.unacked);
       loadAt(p, len, kOffLastDataSent, s.last_data_sent_ms);
       loadAt(p, len, kOffLastDataRecv, s.last_data_recv_ms);
+      loadAt(p, len, kOffLastAckRecv, s.last_ack_recv_ms);
       loadAt(p, len, kOffRtt, s.rtt_us);
       loadAt(p, len, kOffTotalRetrans, s.total_retrans);
       loadAt(p, len, kOffBytesAcked, s.bytes_acked);

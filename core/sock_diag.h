@@ -1,7 +1,7 @@
 #pragma once
 // TCP socket inspection over NETLINK_SOCK_DIAG (inet_diag_req_v2 dumps), the
 // same source `ss -ti` reads.  Used by the host agent for the "connections"
-// load source and, later, stalled-flow detection (Fig. 10).
+// load source and stalled-flow detection (hostagent/recovery, Fig. 10).
 //
 // Addresses are reported as the connection sees them: an IPv4 connection on a
 // dual-stack (AF_INET6, "::") listener shows up as ::ffff:a.b.c.d in the
@@ -38,6 +38,7 @@ struct TcpSockInfo {
   uint32_t unacked = 0;             // tcpi_unacked
   uint32_t last_data_recv_ms = 0;   // tcpi_last_data_recv
   uint32_t last_data_sent_ms = 0;   // tcpi_last_data_sent
+  uint32_t last_ack_recv_ms = 0;    // tcpi_last_ack_recv: age of the last ACK from the peer
   uint32_t total_retrans = 0;       // tcpi_total_retrans
   uint32_t rtt_us = 0;              // tcpi_rtt
   uint64_t bytes_acked = 0;         // tcpi_bytes_acked

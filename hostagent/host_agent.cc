@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
@@ -13,8 +14,10 @@
 #include "core/protocol.h"
 #include "core/status_server.h"
 #include "core/tls.h"
+#include "hostagent/health.h"
 #include "hostagent/kernel_decap.h"
 #include "hostagent/load.h"
+#include "hostagent/recovery.h"
 #include "hostagent/setup.h"
 #include "hostagent/slr_session.h"
 #include "hostagent/terminator.h"
@@ -25,12 +28,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using nlohmann::json;
-
-std::vector<std::string> prefixStrings(const std::vector<Prefix>& ps) {
-  std::vector<std::string> out;
-  for (const auto& p : ps) out.push_back(p.str());
-  return out;
-}
 
 uint64_t readCounterFile(const std::string& path) {
   auto s = readSmallFile(path, 64);
@@ -50,7 +47,42 @@ struct AgentState {
   UserspaceTerminator* terminator = nullptr;
   KernelDecap* decap = nullptr;  // set when tunnels are decapsulated in the kernel
   std::string decap_state;       // "on: tc ingress on eth0" | "off: <reason>"
+  HealthChecker* health = nullptr;
+  RecoveryWatcher* recovery = nullptr;
+  std::string recovery_state;    // "on" | "off: <reason>"
+  // Per-subnet availability advertised in every UPDATE (parallel to
+  // cfg->subnets): health checks and drain.  Written by the checker thread
+  // and the status thread, read by the session threads.
+  std::atomic<bool> drained{false};
+  mutable std::mutex avail_mu;
+  std::vector<bool> available;
 };
+
+std::vector<bool> availability(const AgentState& st) {
+  std::lock_guard lk(st.avail_mu);
+  return st.available;
+}
+
+// Recomputes availability; on a change logs it and makes every session send
+// an UPDATE at once (the SLRs stop giving the subnet new flows within
+// milliseconds, not an update interval).
+void refreshAvailability(AgentState& st, const std::string& why) {
+  const auto& cfg = *st.cfg;
+  {
+    // Computed under the lock: the checker and the status thread may both
+    // be here, and the later computation must be the one that stays.
+    std::lock_guard lk(st.avail_mu);
+    std::vector<bool> healthy = st.health ? st.health->healthy() : std::vector<bool>{};
+    std::vector<bool> a = subnetAvailability(cfg.subnets, cfg.checks, healthy, st.drained.load());
+    if (a == st.available) return;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (i >= st.available.size() || a[i] != st.available[i])
+        LOG_INFO("host", "subnet " + cfg.subnets[i].str() + " now " +
+                             (a[i] ? "available" : "UNAVAILABLE") + " (" + why + ")");
+    st.available = a;
+  }
+  for (auto& s : st.sessions) s->sendNow();
+}
 
 std::string joined(const std::vector<std::string>& v) {
   std::string out;
@@ -123,13 +155,45 @@ std::string statusJson(const AgentState& st) {
               {"running", true}};
     drops = {{"malformed", readCounterFile(base + "rx_errors")}, {"not_from_slr", 0}, {"not_vip", 0}};
   }
+  json subnets = json::array();
+  std::vector<bool> avail = availability(st);
+  for (size_t i = 0; i < cfg.subnets.size(); ++i)
+    subnets.push_back({{"prefix", cfg.subnets[i].str()}, {"available", i < avail.size() && avail[i]}});
+  json checks = json::array();
+  if (st.health)
+    for (const auto& c : st.health->snapshot())
+      checks.push_back({{"name", c.name},
+                        {"type", c.type},
+                        {"healthy", c.healthy},
+                        {"last_result", c.last_result},
+                        {"last_ms", c.last_ms},
+                        {"since_s", c.since_s},
+                        {"passes", c.passes},
+                        {"failures", c.failures}});
+  RecoveryCounters rc;
+  if (st.recovery) rc = st.recovery->counters();
+  json recovery = {{"enabled", st.recovery != nullptr},
+                   {"state", st.recovery_state},
+                   {"watched", rc.watched},
+                   {"stalled", rc.stalled},
+                   {"stalls", rc.stalls},
+                   {"echoes_sent", rc.echoes_sent},
+                   {"replies_received", rc.replies_received},
+                   {"nudges_sent", rc.nudges_sent},
+                   {"recovered", rc.recovered},
+                   {"gave_up", rc.gave_up},
+                   {"send_errors", rc.send_errors},
+                   {"scan_errors", rc.scan_errors}};
   json doc = {{"role", "host"},
               {"name", cfg.host.name},
               {"tunnel_mode", tunnelKindName(st.kind)},
               {"tunnel_mode_reason", st.tunnel_reason},
               {"tunnel_device", st.tunnel_device},
               {"tunnel_address", cfg.host.tunnel_address.str()},
-              {"subnets", prefixStrings(cfg.subnets)},
+              {"subnets", std::move(subnets)},
+              {"drained", st.drained.load()},
+              {"checks", std::move(checks)},
+              {"recovery", std::move(recovery)},
               {"load", st.load.load(std::memory_order_relaxed)},
               {"load_source", st.load_source},
               {"slrs", std::move(slrs)},
@@ -143,8 +207,19 @@ std::string statusJson(const AgentState& st) {
   return doc.dump();
 }
 
-std::string handleRequest(const AgentState& st, std::string_view req) {
+std::string handleRequest(AgentState& st, std::string_view req) {
   if (req == "status") return statusJson(st);
+  // `slrctl drain` / `undrain` on this socket: every subnet unavailable (no
+  // new flows from any SLR); established connections carry on.
+  if (req == "drain" || req == "undrain") {
+    bool d = req == "drain";
+    if (st.drained.exchange(d) != d)
+      LOG_INFO("host", d ? "drained by request: no new flows" : "undrained by request");
+    refreshAvailability(st, d ? "host drained" : "host undrained");
+    json flows = nullptr;
+    if (auto n = countVipConnections(st.cfg->subnets); n) flows = *n;
+    return json{{"ok", true}, {"host", st.cfg->host.name}, {"drained", d}, {"flows", flows}}.dump();
+  }
   return json{{"error", "unknown request '" + std::string(req) + "'"}}.dump();
 }
 
@@ -202,6 +277,30 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
   (void)meter.sample();  // cpu: primes the first /proc/stat reading
   st.load.store(meter.value());
 
+  // Health checks: subnets they cover stay unavailable until they pass.
+  HealthChecker health(cfg.checks, [&st] { refreshAvailability(st, "health check"); });
+  st.health = &health;
+  refreshAvailability(st, "start");
+  if (!cfg.checks.empty())
+    LOG_INFO("health", std::to_string(cfg.checks.size()) +
+                           " health check(s); the subnets they cover are advertised once they pass");
+
+  // Flow recovery: best effort, like kernel decapsulation.
+  std::unique_ptr<RecoveryWatcher> recovery;
+  if (!cfg.recovery.enabled) {
+    st.recovery_state = "off: [recovery] enabled = false";
+  } else if (auto w = RecoveryWatcher::create(cfg.recovery, cfg.subnets, cfg.host.tunnel_address); !w) {
+    st.recovery_state = "off: " + w.error().message();
+    LOG_WARN("recovery", "flow recovery not available: " + w.error().message());
+  } else {
+    recovery = std::move(*w);
+    st.recovery = recovery.get();
+    st.recovery_state = "on";
+    LOG_INFO("recovery", "watching TCP connections on the VIPs every " +
+                             std::to_string(cfg.recovery.interval.count()) + "ms, stall after " +
+                             std::to_string(cfg.recovery.stall_after.count()) + "ms");
+  }
+
   StatusServer status(cfg.host.status_socket,
                       [&st](std::string_view req) { return handleRequest(st, req); });
   if (auto s = status.start(); !s) {
@@ -223,9 +322,16 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
     p.capabilities = caps;
     p.subnets = cfg.subnets;
     p.subnet_load_scale = cfg.subnet_load_scale;
+    p.make_update = [&st, &cfg](uint32_t seq) {
+      return makeUpdate(seq, cfg.subnets, st.load.load(std::memory_order_relaxed), cfg.subnet_load_scale,
+                        availability(st));
+    };
     st.sessions.push_back(std::make_unique<SlrSession>(std::move(p), *tls, st.load, stop));
   }
   for (auto& s : st.sessions) s->start();
+  // After the sessions exist: a check result may trigger sendNow on them.
+  health.start();
+  if (recovery) recovery->start();
 
   // Main loop: one load reading per update interval, shared by all sessions.
   std::string last_load_error;
@@ -257,8 +363,12 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
   }
 
   LOG_INFO("host", "stopping: closing control channels, removing set-up");
+  health.stop();
+  if (recovery) recovery->stop();
   for (auto& s : st.sessions) s->join();
   status.stop();
+  st.recovery = nullptr;
+  recovery.reset();
   if (decap) {
     KernelDecap::Stats k = decap->stats();
     LOG_INFO("tunnel", "kernel decapsulated " + std::to_string(k.packets) + " packets (" +

@@ -4,7 +4,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -61,13 +63,14 @@ std::string refusalText(const std::string& slr_name, const proto::ErrorMsg& e) {
 }
 
 proto::Update makeUpdate(uint32_t seq, const std::vector<Prefix>& subnets, double load,
-                         const std::vector<double>& scales) {
+                         const std::vector<double>& scales, const std::vector<bool>& available) {
   proto::Update u;
   u.seq = seq;
   u.entries.reserve(subnets.size());
   for (size_t i = 0; i < subnets.size(); ++i) {
     double l = load * (i < scales.size() ? scales[i] : 1.0);
-    u.entries.push_back({subnets[i], std::clamp(l, 0.0, proto::kMaxLoad), true});
+    bool avail = i < available.size() ? bool(available[i]) : true;
+    u.entries.push_back({subnets[i], std::clamp(l, 0.0, proto::kMaxLoad), avail});
   }
   return u;
 }
@@ -77,9 +80,21 @@ SlrSession::SlrSession(SessionParams params, const tls::Context& tls,
     : p_(std::move(params)), tls_(tls), load_(load), stop_(stop) {
   snap_.name = p_.peer.name;
   snap_.address = p_.peer.address.str();
+  now_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // -1: sendNow waits for the next poll slice
 }
 
-SlrSession::~SlrSession() { join(); }
+SlrSession::~SlrSession() {
+  join();
+  if (now_fd_ >= 0) ::close(now_fd_);
+}
+
+void SlrSession::sendNow() {
+  send_now_.store(true);
+  if (now_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(now_fd_, &one, sizeof one);
+  }
+}
 
 void SlrSession::start() { thread_ = std::thread([this] { run(); }); }
 
@@ -168,12 +183,13 @@ Result<UniqueFd> tcpConnect(const config::Endpoint& ep, milliseconds timeout,
 // Next frame from the connection.  nullopt when `deadline` passed with no
 // complete frame (not an error); an error on close, TLS failure, framing
 // error or stop.
-// wake_fd (optional, an eventfd): readable = return nullopt at once (after
-// resetting it) so the caller can send what was queued.
+// wake_fd, now_fd (optional, eventfds): readable = return nullopt at once
+// (after resetting it) so the caller can send what was queued.
 Result<std::optional<proto::Frame>> readFrame(tls::Connection& c, proto::FrameReader& reader,
                                               Clock::time_point deadline,
                                               const std::atomic<bool>& stop,
-                                              const std::string& peer, int wake_fd = -1) {
+                                              const std::string& peer, int wake_fd = -1,
+                                              int now_fd = -1) {
   for (;;) {
     auto f = reader.next();
     if (!f) return f.error();
@@ -192,14 +208,19 @@ Result<std::optional<proto::Frame>> readFrame(tls::Connection& c, proto::FrameRe
     }
     auto l = left(deadline);
     if (l.count() == 0) return std::optional<proto::Frame>{};
-    pollfd p[2] = {{c.fd(), events, 0}, {wake_fd, POLLIN, 0}};
-    int r = ::poll(p, wake_fd >= 0 ? 2 : 1, int(std::min(l, kSlice).count()));
+    // Negative fds are ignored by poll.
+    pollfd p[3] = {{c.fd(), events, 0}, {wake_fd, POLLIN, 0}, {now_fd, POLLIN, 0}};
+    int r = ::poll(p, 3, int(std::min(l, kSlice).count()));
     if (r < 0 && errno != EINTR) return sysError("poll " + peer);
-    if (wake_fd >= 0 && (p[1].revents & POLLIN)) {
-      uint64_t v;
-      (void)!::read(wake_fd, &v, sizeof v);
-      return std::optional<proto::Frame>{};
+    bool woken = false;
+    for (int i = 1; i < 3; ++i) {
+      if (p[i].fd >= 0 && (p[i].revents & POLLIN)) {
+        uint64_t v;
+        (void)!::read(p[i].fd, &v, sizeof v);
+        woken = true;
+      }
     }
+    if (woken) return std::optional<proto::Frame>{};
   }
 }
 
@@ -287,11 +308,14 @@ bool SlrSession::connectOnce() {
 
   // First UPDATE at once so the SLR can use us without waiting an interval.
   auto next_update = Clock::now();
+  send_now_.store(false);
   for (;;) {
     if (stop_.load()) {
       c.shutdown();
       return true;
     }
+    // sendNow(): availability changed, the SLR must know within milliseconds.
+    if (send_now_.exchange(false)) next_update = std::min(next_update, Clock::now());
     if (Clock::now() >= next_update) {
       proto::Update u = p_.make_update ? p_.make_update(++seq_)
                                        : makeUpdate(++seq_, p_.subnets,
@@ -318,7 +342,7 @@ bool SlrSession::connectOnce() {
         }
       }
     }
-    auto in = readFrame(c, reader, next_update, stop_, peer, p_.wake_fd);
+    auto in = readFrame(c, reader, next_update, stop_, peer, p_.wake_fd, now_fd_);
     if (!in) {
       if (stop_.load()) continue;
       fail(SessionState::kError, in.error().message());

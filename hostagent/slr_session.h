@@ -64,10 +64,12 @@ bool isRefusal(uint16_t code);
 // "refused by slr1: <text>" for refusals, "error from slr1: <text>" otherwise
 // (the code's meaning when the text is empty).
 std::string refusalText(const std::string& slr_name, const proto::ErrorMsg& e);
-// The UPDATE a host sends: one entry per subnet, available, with the load
-// times that subnet's scale (scales parallel to subnets; missing = 1).
+// The UPDATE a host sends: one entry per subnet, with the load times that
+// subnet's scale (scales parallel to subnets; missing = 1) and its
+// availability (available parallel to subnets; missing = available).
 proto::Update makeUpdate(uint32_t seq, const std::vector<Prefix>& subnets, double load,
-                         const std::vector<double>& scales = {});
+                         const std::vector<double>& scales = {},
+                         const std::vector<bool>& available = {});
 
 class SlrSession {
  public:
@@ -78,6 +80,10 @@ class SlrSession {
   void start();
   void join();
   SessionSnapshot snapshot() const;
+  // Send an UPDATE now instead of at the next interval (availability
+  // changed).  Any thread; while not registered it is a no-op (the first
+  // UPDATE after registration goes out at once anyway).
+  void sendNow();
 
  private:
   void run();
@@ -92,6 +98,8 @@ class SlrSession {
   const std::atomic<bool>& stop_;
   std::thread thread_;
   uint32_t seq_ = 0;
+  std::atomic<bool> send_now_{false};
+  int now_fd_ = -1;  // eventfd: wakes the session thread for sendNow()
 
   mutable std::mutex mu_;
   SessionSnapshot snap_;
