@@ -11,6 +11,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -577,6 +578,39 @@ Status delAddress(int ifindex, const IpAddress& address, uint8_t prefix_len) {
 }
 Status delAddress(int ifindex, const Prefix& p) { return delAddress(ifindex, p.addr, p.len); }
 
+Message buildAddressLease(int ifindex, const IpAddress& address, uint8_t prefix_len, uint32_t valid_s,
+                          uint32_t preferred_s) {
+  std::string what = "RTM_NEWADDR replace " + address.str() + "/" + std::to_string(prefix_len) +
+                     " dev " + ifName(ifindex) + " valid_lft " +
+                     (valid_s == kForever ? std::string("forever") : std::to_string(valid_s));
+  MessageBuilder b(RTM_NEWADDR, uint16_t(NLM_F_CREATE | NLM_F_REPLACE), std::move(what), 512);
+  auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(b.hdr(), sizeof(ifaddrmsg)));
+  ifa->ifa_family = uint8_t(afOf(address.family));
+  ifa->ifa_prefixlen = prefix_len;
+  ifa->ifa_index = uint32_t(ifindex);
+  ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+  putAddr(b.hdr(), IFA_LOCAL, address);
+  putAddr(b.hdr(), IFA_ADDRESS, address);
+  ifa_cacheinfo ci{};
+  // The kernel refuses preferred > valid (EINVAL).
+  ci.ifa_valid = valid_s;
+  ci.ifa_prefered = std::min(preferred_s, valid_s);
+  mnl_attr_put(b.hdr(), IFA_CACHEINFO, sizeof ci, &ci);
+  return std::move(b).finish();
+}
+
+Status replaceAddress(int ifindex, const Prefix& p, uint32_t valid_s, uint32_t preferred_s) {
+  if (p.addr.empty()) return Error{EINVAL, "RTM_NEWADDR", "no address"};
+  if (valid_s == 0) return Error{EINVAL, "RTM_NEWADDR", "valid lifetime 0"};
+  return roundTrip(buildAddressLease(ifindex, p.addr, p.len, valid_s, preferred_s));
+}
+
+Status delAddressIfPresent(int ifindex, const Prefix& p) {
+  auto st = delAddress(ifindex, p);
+  if (!st && st.error().code == EADDRNOTAVAIL) return Ok{};
+  return st;
+}
+
 Result<std::vector<AddrInfo>> listAddresses(Family family) {
   MessageBuilder b(RTM_GETADDR, NLM_F_DUMP, "RTM_GETADDR dump", 256);
   auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(b.hdr(), sizeof(ifaddrmsg)));
@@ -595,6 +629,12 @@ Result<std::vector<AddrInfo>> listAddresses(Family family) {
     // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on p2p links).
     ai.address = addrAttr(f, tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS]);
     if (tb[IFA_LABEL]) ai.label = mnl_attr_get_str(tb[IFA_LABEL]);
+    if (tb[IFA_CACHEINFO] && mnl_attr_get_payload_len(tb[IFA_CACHEINFO]) >= sizeof(ifa_cacheinfo)) {
+      ifa_cacheinfo ci;
+      std::memcpy(&ci, mnl_attr_get_payload(tb[IFA_CACHEINFO]), sizeof ci);
+      ai.valid_lft = ci.ifa_valid;
+      ai.preferred_lft = ci.ifa_prefered;
+    }
     out.push_back(std::move(ai));
     return Ok{};
   });

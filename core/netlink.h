@@ -164,6 +164,9 @@ struct AddrInfo {
   uint8_t prefix_len = 0;
   uint8_t scope = 0;
   std::string label;
+  // IFA_CACHEINFO, seconds left; kForever (0xFFFFFFFF) = permanent.
+  uint32_t valid_lft = 0xFFFFFFFFu;
+  uint32_t preferred_lft = 0xFFFFFFFFu;
 
   std::string str() const;  // "10.0.3.11/24 dev 2"
 };
@@ -177,6 +180,20 @@ struct AddrInfo {
 [[nodiscard]] Status delAddress(int ifindex, const IpAddress& address, uint8_t prefix_len);
 [[nodiscard]] Status delAddress(int ifindex, const Prefix& address_with_len);
 [[nodiscard]] Result<std::vector<AddrInfo>> listAddresses(Family family = Family::kNone);
+
+// Addresses as leases ("ip addr replace A/L dev D valid_lft V preferred_lft P"):
+// RTM_NEWADDR with NLM_F_CREATE|NLM_F_REPLACE and IFA_CACHEINFO, so the same
+// call adds the address or refreshes the lifetime of the one already there.
+// The kernel removes it by itself when valid_s runs out: a process that dies
+// without cleaning up loses the address within that time.  Lifetimes in
+// seconds; kForever = permanent.
+inline constexpr uint32_t kForever = 0xFFFFFFFFu;
+[[nodiscard]] Message buildAddressLease(int ifindex, const IpAddress& address, uint8_t prefix_len,
+                                        uint32_t valid_s, uint32_t preferred_s);
+[[nodiscard]] Status replaceAddress(int ifindex, const Prefix& address_with_len, uint32_t valid_s,
+                                    uint32_t preferred_s);
+// delAddress, but an address that is not there (EADDRNOTAVAIL) is success.
+[[nodiscard]] Status delAddressIfPresent(int ifindex, const Prefix& address_with_len);
 
 // ----------------------------------------------------------------- links ---
 

@@ -227,6 +227,10 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
       refuse(c, proto::kProtocolError, "HELLO sent twice", counters_.protocol_error);
       return;
     }
+    if (hello->role == proto::Role::kPeer) {
+      onPeerHello(c, *hello);
+      return;
+    }
     std::string cn = c.tls.peerCommonName();
     int id = registry_.find(cn);
     if (id < 0) {
@@ -291,6 +295,52 @@ void ControlServer::onFrame(Conn& c, const proto::Frame& f) {
   refuse(c, proto::kProtocolError,
          std::string("unexpected ") + std::string(proto::typeName(f.type)) + " from a host",
          counters_.protocol_error);
+}
+
+// Another SLR of this level.  Its identity is checked like a host's (CN ==
+// HELLO name), against the peers the config allows; then the connection is
+// no longer ours: HELLO_ACK goes out on the PeerChannel and the acceptor
+// takes it.  The Conn is left dead with no host, so nothing is withdrawn.
+void ControlServer::onPeerHello(Conn& c, const proto::Hello& hello) {
+  const std::string cn = c.tls.peerCommonName();
+  bool allowed = cfg_.hot_spare.enabled && cn == cfg_.hot_spare.peer_name;
+  for (const auto& n : cfg_.neighbors) allowed = allowed || cn == n.name;
+  if (!allowed) {
+    refuse(c, proto::kNotAuthorised,
+           "certificate CN '" + cn + "' is neither [hot_spare].peer_name nor a [[neighbor]]",
+           counters_.not_authorised);
+    return;
+  }
+  if (hello.name != cn) {
+    refuse(c, proto::kNameMismatch, "HELLO name '" + hello.name + "' != certificate CN '" + cn + "'",
+           counters_.name_mismatch);
+    return;
+  }
+  if (!peer_acceptor_) {
+    refuse(c, proto::kNotAuthorised, "peer SLR " + cn + ": this SLR serves no peer connections",
+           counters_.not_authorised);
+    return;
+  }
+  ++counters_.registered;
+  ++counters_.peers;
+  LOG_INFO("control", "peer slr " + cn + " connected from " + c.peer +
+                          ((hello.capabilities & proto::kCapSpareSync) ? ", hot-spare sync" : "") +
+                          ((hello.capabilities & proto::kCapWhohas) ? ", whohas" : ""));
+  auto ch = std::make_unique<PeerChannel>(std::move(c.tls), cn, std::move(c.reader));
+  proto::HelloAck ack{cfg_.slr.name, cfg_.slr.tunnel_source,
+                      uint32_t(cfg_.policy.hold_time.count())};
+  ch->send(proto::encode(ack));
+  c.phase = Conn::Phase::kDead;  // host stays -1: the registry is not touched
+  c.reader = proto::FrameReader();
+  peer_acceptor_(std::move(ch), hello);
+}
+
+uint16_t ControlServer::port() const {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  if (!listen_fd_ || ::getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len) < 0)
+    return cfg_.slr.control_listen.port;
+  return ntohs(sa.sin_port);
 }
 
 // The seed's tunnel object (Fig. 5).  A lower SLR may only redirect flows

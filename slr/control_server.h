@@ -7,6 +7,10 @@
 // SHORTCUTs for flows inside those subnets (handed to the ShortcutSink).  Every refusal is counted by reason,
 // answered with an ERROR frame where the peer can still read one, and logged
 // with the peer's address.  Garbage never reaches the registry.
+// Other SLRs of the same level say HELLO role peer (a hot-spare partner or a
+// WHOHAS neighbour): their CN must be [hot_spare].peer_name or a
+// [[neighbor]].name; after HELLO_ACK the connection leaves this server as a
+// PeerChannel, handed to the PeerAcceptor.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -20,6 +24,7 @@
 #include "core/fd.h"
 #include "core/protocol.h"
 #include "core/tls.h"
+#include "slr/peer_channel.h"
 #include "slr/registry.h"
 
 namespace slr::router {
@@ -43,11 +48,17 @@ struct ControlCounters {
   std::atomic<uint64_t> updates{0};      // UPDATEs applied
   std::atomic<uint64_t> shortcuts{0};    // SHORTCUT entries accepted from lower SLRs
   std::atomic<uint64_t> shortcuts_ignored{0};  // accepted, but [slr].shortcut is off here
+  std::atomic<uint64_t> peers{0};        // role peer HELLOs accepted and handed over
 };
 
 // A lower SLR's shortcuts from one frame, accepted (authorised subnet, role slr).
 using ShortcutSink =
     std::function<void(std::span<const proto::ShortcutEntry> entries, uint16_t child)>;
+
+// A peer SLR's accepted connection (HELLO_ACK already queued on it) and its
+// HELLO.  Called on the control thread; the callee takes the channel to the
+// thread that owns it (and must call readFrames() once there, see PeerChannel).
+using PeerAcceptor = std::function<void(std::unique_ptr<PeerChannel>, const proto::Hello&)>;
 
 class ControlServer {
  public:
@@ -58,6 +69,10 @@ class ControlServer {
   // Where accepted shortcuts go (the workers).  Without a sink they are
   // counted as ignored.
   void setShortcutSink(ShortcutSink sink) { sink_ = std::move(sink); }
+  // Where role peer connections go.  Without one they are refused.
+  void setPeerAcceptor(PeerAcceptor fn) { peer_acceptor_ = std::move(fn); }
+  // The bound port (control_listen's, or the kernel's pick for port 0).
+  uint16_t port() const;
   // Wake the poll loop from another thread (e.g. the workers).
   int wakeFd() const { return wake_.get(); }
   // One poll round: waits at most timeout_ms for socket activity.
@@ -75,6 +90,7 @@ class ControlServer {
   void refuse(Conn& c, uint16_t code, const std::string& why, std::atomic<uint64_t>& counter);
   void flushOut(Conn& c);
   void onShortcut(Conn& c, const proto::Shortcut& s);
+  void onPeerHello(Conn& c, const proto::Hello& hello);
 
   const config::SlrConfig& cfg_;
   tls::Context ctx_;
@@ -83,6 +99,7 @@ class ControlServer {
   std::list<std::unique_ptr<Conn>> conns_;
   ControlCounters counters_;
   ShortcutSink sink_;
+  PeerAcceptor peer_acceptor_;
   std::vector<proto::ShortcutEntry> accepted_;  // reused per SHORTCUT frame
   UniqueFd wake_;
 };

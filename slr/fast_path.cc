@@ -217,6 +217,27 @@ Status FastPath::add(const FlowKey& key, const FastPathFlow& flow) {
                   err == E2BIG ? "flow map full (" + std::to_string(max_flows_) + ")" : "");
 }
 
+Result<bool> FastPath::addIfAbsent(const FlowKey& key, const FastPathFlow& flow) {
+  if (!eligible(key)) return Error{EPROTONOSUPPORT, "fast path: add " + key.str(), "IPv4 TCP/UDP only"};
+  if (flow.vip >= std::max<size_t>(vip_count_, 1) || flow.host >= std::max<size_t>(host_count_, 1))
+    return Error{EINVAL, "fast path: add " + key.str(), "VIP or host slot out of range"};
+  const FlowKey k = normalized(key);
+  BpfFlowValue v{};
+  v.tunnel_dst = htonl(flow.tunnel_dst);
+  v.tunnel_src = htonl(flow.tunnel_src);
+  v.host = flow.host;
+  v.vip = flow.vip;
+  v.last_seen_ns = monotonicNs();
+  if (bpf_map_update_elem(flows_fd_, &k, &v, BPF_NOEXIST) == 0) {
+    flows_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  const int err = errno;
+  if (err == EEXIST) return false;
+  return sysError("fast path: add " + key.str(), err,
+                  err == E2BIG ? "flow map full (" + std::to_string(max_flows_) + ")" : "");
+}
+
 Status FastPath::remove(const FlowKey& key) {
   if (!eligible(key)) return Ok{};
   const FlowKey k = normalized(key);

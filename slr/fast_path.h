@@ -78,6 +78,10 @@ class FastPath {
   // Installs (or replaces, restarting its counters) a flow.  Fails with
   // E2BIG when max_flows flows are installed.
   [[nodiscard]] Status add(const FlowKey& key, const FastPathFlow& flow);
+  // Installs a flow only if the kernel does not have it (flow-state
+  // re-creation): true when it was added, false when it was there already
+  // (its counters untouched).  Fails like add().
+  [[nodiscard]] Result<bool> addIfAbsent(const FlowKey& key, const FastPathFlow& flow);
   // Removes a flow; absent is not an error.
   [[nodiscard]] Status remove(const FlowKey& key);
   // nullopt when the flow is not installed.

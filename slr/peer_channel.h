@@ -36,6 +36,11 @@ class PeerChannel {
 
   // The listening side: a connection whose HELLO was accepted and answered.
   PeerChannel(tls::Connection conn, std::string peer_name);
+  // Same, keeping bytes the listener already read past the HELLO (frames the
+  // peer sent without waiting for HELLO_ACK).  The owner must call
+  // readFrames() once right after taking the channel: those frames, and any
+  // data already decrypted inside TLS, do not make the socket poll readable.
+  PeerChannel(tls::Connection conn, std::string peer_name, proto::FrameReader buffered);
   ~PeerChannel();
 
   int fd() const;

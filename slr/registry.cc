@@ -25,6 +25,7 @@ HostRegistry::HostRegistry(const std::vector<config::HostAuthConfig>& hosts) {
     r.route_cost = hosts[i].route_cost;
     r.standby = hosts[i].standby;
     r.authorised = hosts[i].subnets;
+    r.drained = hosts[i].drained;
     hosts_.push_back(std::move(r));
   }
 }
@@ -67,9 +68,17 @@ HostRegistry::UpdateResult HostRegistry::update(uint16_t id, uint64_t session,
         h.state_since = now;
       }
       h.subnets.clear();
+      changed_.store(true);
       return {Kind::kSubnetNotAuthorised, why};
     }
   }
+  // Availability changed (a subnet added, removed or flagged): rebuild now.
+  bool changed = h.state != HostState::kUp || h.subnets.size() != u.entries.size();
+  for (size_t i = 0; !changed && i < u.entries.size(); ++i) {
+    changed = !(h.subnets[i].prefix == u.entries[i].prefix) ||
+              h.subnets[i].available != u.entries[i].available;
+  }
+  if (changed) changed_.store(true);
   h.subnets.clear();
   for (const auto& e : u.entries) h.subnets.push_back({e.prefix, e.load, e.available});
   if (h.state != HostState::kUp) {
@@ -89,6 +98,7 @@ bool HostRegistry::disconnect(uint16_t id, uint64_t session, Clock::time_point n
   h.state_since = now;
   h.last_error = "control connection closed";
   for (auto& sub : h.subnets) sub.available = false;
+  changed_.store(true);
   return true;
 }
 
@@ -109,6 +119,7 @@ void HostRegistry::refuse(uint16_t id, const std::string& why, Clock::time_point
     h.state_since = now;
   }
   h.subnets.clear();
+  changed_.store(true);
 }
 
 std::vector<std::string> HostRegistry::expire(Clock::time_point now, Clock::duration hold) {
@@ -126,9 +137,26 @@ std::vector<std::string> HostRegistry::expire(Clock::time_point now, Clock::dura
   return out;
 }
 
-std::vector<HostRecord> HostRegistry::snapshot() const {
+bool HostRegistry::setDrained(uint16_t id, bool drained) {
   std::lock_guard lk(mu_);
-  return hosts_;
+  auto& h = hosts_.at(id);
+  if (h.drained == drained) return false;
+  h.drained = drained;
+  changed_.store(true);
+  return true;
+}
+
+std::vector<HostRecord> HostRegistry::snapshot() const {
+  std::vector<HostRecord> out;
+  {
+    std::lock_guard lk(mu_);
+    out = hosts_;
+  }
+  for (auto& h : out) {
+    if (!h.drained) continue;
+    for (auto& sub : h.subnets) sub.available = false;
+  }
+  return out;
 }
 
 }  // namespace slr::router

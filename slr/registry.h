@@ -3,6 +3,7 @@
 // is registered, what it advertised and when.  Control plane only: guarded by
 // one mutex, never touched by workers (they see immutable snapshots built
 // from it, see forwarding.h).
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -44,6 +45,9 @@ struct HostRecord {
   double route_cost = 0;
   bool standby = false;
   std::vector<Prefix> authorised;
+  // Operator drain (`slrctl drain`, [[host]] drained): no new flows; its
+  // established flows stay (the host is still up).
+  bool drained = false;
 
   // From the HELLO: a host, or a lower-level SLR registering like one.
   proto::Role role = proto::Role::kHost;
@@ -103,13 +107,24 @@ class HostRegistry {
   // Withdraws up hosts silent for longer than hold; returns their names.
   std::vector<std::string> expire(Clock::time_point now, Clock::duration hold);
 
-  // Copy for building snapshots and status output.
+  // Drain (true) or undrain a host.  Returns whether the flag changed.
+  bool setDrained(uint16_t id, bool drained);
+
+  // True once after anything that changes which next hops may take new
+  // flows (a host up, down, drained, a subnet's availability): the daemon
+  // rebuilds the tables at once instead of at the next recompute_interval.
+  bool takeChanged() { return changed_.exchange(false); }
+  void markChanged() { changed_.store(true); }
+
+  // Copy for building snapshots and status output.  A drained host's
+  // subnets read as unavailable, so the table builder gives it no new flows.
   std::vector<HostRecord> snapshot() const;
   size_t size() const { return hosts_.size(); }
 
  private:
   mutable std::mutex mu_;
   std::vector<HostRecord> hosts_;
+  std::atomic<bool> changed_{false};
 };
 
 }  // namespace slr::router

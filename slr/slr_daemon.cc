@@ -3,10 +3,12 @@
 #include <linux/rtnetlink.h>
 
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <sstream>
 #include <memory>
@@ -28,6 +30,8 @@
 #include "slr/fast_path.h"
 #include "slr/forwarding.h"
 #include "slr/registry.h"
+#include "slr/spare.h"
+#include "slr/whohas.h"
 #include "slr/table_builder.h"
 #include "slr/worker.h"
 
@@ -95,6 +99,22 @@ class SlrDaemon {
   std::atomic<bool> upstreams_stop_{false};
   std::atomic<double> unused_load_{0};
   std::atomic<uint64_t> shortcut_post_failed_{0};
+
+  // Hot spare ([hot_spare]): the pair module and the flag every worker reads
+  // (true while this SLR is a standby spare or a recovering main).
+  std::atomic<bool> spare_standby_{false};
+  std::unique_ptr<HotSpare> spare_;
+  // Accepted peer channels with kCapSpareSync go here (set with spare_).
+  std::function<void(std::unique_ptr<PeerChannel>, const proto::Hello&)> spare_acceptor_;
+
+  // WHOHAS ([[neighbor]]): asks neighbours about mid-stream flows, answers theirs.
+  std::unique_ptr<WhohasModule> whohas_;
+  std::atomic<uint64_t> resolve_post_failed_{0};
+  void acceptPeer(std::unique_ptr<PeerChannel> ch, const proto::Hello& hello);
+  json whohasJson();
+  json drainJson(std::string_view name, bool drain);
+  std::vector<uint64_t> liveFlowsPerHost();
+  json spareJson();
 };
 
 // The operator's F and G (Lua), else the built-ins.  A Lua policy that does
@@ -153,11 +173,46 @@ Status SlrDaemon::setup() {
     control_->setShortcutSink([this](std::span<const proto::ShortcutEntry> entries, uint16_t) {
       for (auto& w : workers_) {
         for (const auto& e : entries) {
-          if (!w->postShortcut(ShortcutCmd{e.key, e.endpoint.v4HostOrder()})) ++shortcut_post_failed_;
+          WorkerCmd c;
+          c.kind = CmdKind::kShortcut;
+          c.key = e.key;
+          c.endpoint = e.endpoint.v4HostOrder();
+          if (!w->post(c)) ++shortcut_post_failed_;
         }
         w->kick();  // one wake-up per frame, not per entry
       }
     });
+  }
+  // Role peer connections: the hot-spare partner or a WHOHAS neighbour.
+  control_->setPeerAcceptor([this](std::unique_ptr<PeerChannel> ch, const proto::Hello& h) {
+    acceptPeer(std::move(ch), h);
+  });
+  if (!cfg_.neighbors.empty()) {
+    // The hooks run on the whohas thread; workers_ is complete before start().
+    WhohasHooks hooks;
+    hooks.workers = cfg_.slr.workers;
+    hooks.pop = [this](size_t w, FlowKey& k) { return w < workers_.size() && workers_[w]->whohasOut().pop(k); };
+    hooks.resolve = [this](const FlowKey& key, uint16_t host, uint32_t endpoint) {
+      WorkerCmd c;
+      c.kind = CmdKind::kResolve;
+      c.next_hop = host;
+      c.key = key;
+      c.endpoint = endpoint;
+      for (auto& w : workers_) {
+        if (!w->post(c)) ++resolve_post_failed_;
+        w->kick();
+      }
+    };
+    hooks.lookup = [this](const FlowKey& key) -> std::optional<uint32_t> {
+      for (auto& w : workers_) {
+        auto r = w->lookupFlow(key, 50);
+        // A guess of our own (midstream, awaiting an answer) is no answer.
+        if (r && r->key == key && !r->midstream && !r->awaiting) return r->endpoint;
+      }
+      return std::nullopt;
+    };
+    whohas_ = std::make_unique<WhohasModule>(cfg_, registry_, std::move(hooks));
+    if (auto st = whohas_->init(); !st) return st;
   }
   for (size_t u = 0; u < cfg_.upstreams.size(); ++u) {
     UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -210,6 +265,7 @@ Status SlrDaemon::setup() {
   std::vector<uint32_t> upstream_sources;
   for (const auto& u : cfg_.upstreams)
     upstream_sources.push_back((u.tunnel_source.empty() ? u.address.addr : u.tunnel_source).v4HostOrder());
+  spare_standby_ = cfg_.hot_spare.enabled;  // nothing expires before the pair decided
   for (size_t i = 0; i < nworkers; ++i) {
     WorkerOptions o;
     o.id = uint16_t(i);
@@ -230,14 +286,49 @@ Status SlrDaemon::setup() {
     o.shortcut = cfg_.slr.shortcut;
     o.shortcut_wait_ms = uint32_t(cfg_.slr.shortcut_wait.count());
     for (const auto& fd : upstream_wake_) o.upstream_wake.push_back(fd.get());
+    o.midstream_wait_ms = uint32_t(cfg_.flows.midstream_wait.count());
+    for (const auto& h : cfg_.hosts) {  // echo flow advertisements: which VIPs each host may claim
+      std::vector<VipMatch> subs;
+      for (const auto& p : h.subnets) subs.push_back({p.addr.v4HostOrder() & v4Mask(p.len), v4Mask(p.len)});
+      o.host_authorised.push_back(std::move(subs));
+    }
+    if (cfg_.hot_spare.enabled) {
+      o.standby = &spare_standby_;
+      o.sync_out = true;
+    }
+    if (whohas_) {
+      o.whohas = true;
+      o.whohas_wait_ms = uint32_t(cfg_.whohas.wait.count());
+      o.whohas_wake = whohas_->wakeFd();
+    }
     auto w = std::make_unique<Worker>(std::move(o), snapshots_);
     if (auto st = w->init(); !st) return st;
     workers_.push_back(std::move(w));
   }
+  std::vector<Worker*> peers;  // echo advertisements reach every worker's table
+  for (auto& w : workers_) peers.push_back(w.get());
+  for (auto& w : workers_) w->setPeers(peers);
   for (auto& w : workers_) {
     Worker* wp = w.get();
     threads_.emplace_back([this, wp] { wp->run(workers_stop_); });
   }
+  if (cfg_.hot_spare.enabled) {
+    // A restarted main takes the traffic back from its spare only once its
+    // hosts are next hops again (the published tables, what workers use).
+    auto hosts_up = [this] {
+      auto snap = snapshots_.get();
+      size_t up = 0;
+      for (const auto& nh : snap->next_hops) up += nh.up && nh.tunnel_v4 != 0;
+      return std::pair<size_t, size_t>(up, cfg_.hosts.size());
+    };
+    spare_ = std::make_unique<HotSpare>(cfg_, workers_, spare_standby_, hosts_up);
+    if (auto st = spare_->init(); !st) return st;
+    spare_acceptor_ = [this](std::unique_ptr<PeerChannel> ch, const proto::Hello& h) {
+      spare_->accept(std::move(ch), h);
+    };
+    spare_->start();
+  }
+  if (whohas_) whohas_->start();
 
   if (auto st = startUpstreams(); !st) return st;
 
@@ -368,7 +459,10 @@ void SlrDaemon::loop(std::atomic<bool>& stop) {
   while (!stop.load()) {
     control_->poll(50);
     auto now = std::chrono::steady_clock::now();
-    if (now < next_rebuild) continue;
+    // A host up or down, drained or undrained, a subnet's availability
+    // flipped: new flows must follow at once, not at the next interval.
+    const bool changed = registry_.takeChanged();
+    if (now < next_rebuild && !changed) continue;
     next_rebuild = now + cfg_.policy.recompute_interval;
     for (const auto& name : registry_.expire(now, cfg_.policy.hold_time)) {
       LOG_WARN("slr", "host " + name + " withdrawn: no update within the hold time (" +
@@ -392,6 +486,8 @@ void SlrDaemon::loop(std::atomic<bool>& stop) {
 
 void SlrDaemon::teardown() {
   if (status_) status_->stop();
+  if (whohas_) whohas_->stop();  // its hooks use the workers
+  if (spare_) spare_->stop();  // releases a claim now rather than when its lease runs out
   upstreams_stop_ = true;
   for (auto& s : upstreams_) s->join();
   upstreams_.clear();
@@ -408,6 +504,7 @@ void SlrDaemon::teardown() {
     (void)writeSysctl("net/ipv4/ip_forward", old_ip_forward_);
     old_ip_forward_.clear();
   }
+  spare_.reset();
   workers_.clear();  // closes the TUN queues: the device goes away
   fast_path_.reset();  // detaches the tc programs
   for (const auto& i : csum_restore_) {
@@ -421,6 +518,10 @@ std::string SlrDaemon::handle(std::string_view req) {
   try {
     if (req == "status") return statusJson().dump();
     if (req == "hosts") return hostsJson().dump();
+    if (req.substr(0, 6) == "drain ") return drainJson(req.substr(6), true).dump();
+    if (req.substr(0, 8) == "undrain ") return drainJson(req.substr(8), false).dump();
+    if (req == "drain" || req == "undrain")
+      return json{{"error", "bad request: expected '" + std::string(req) + " NAME' ([[host]] name or id)"}}.dump();
     if (req.substr(0, 8) == "explain ") return explainJson(req.substr(8)).dump();
     if (req.substr(0, 5) == "flows") {
       size_t limit = 1000;
@@ -595,9 +696,156 @@ json SlrDaemon::statusJson() {
                   {"connections", control_->connections()},
                   {"accepted", cc.accepted.load()},
                   {"registered", cc.registered.load()},
+                  {"peers", cc.peers.load()},
                   {"updates", cc.updates.load()},
                   {"refused", refused}};
+  {
+    // Flows that survive failures: the workers' part (summed), plus the
+    // worker-side WHOHAS and hot-spare counters per worker.
+    json rec = json::object();
+    json per = json::array();
+#define SLR_RECOVERY_COUNTERS(X)                                                           \
+  X(midstream_dropped) X(midstream_guessed) X(echo_applied) X(echo_refused_host)           \
+  X(echo_refused_subnet) X(echo_conflict) X(echo_malformed) X(fast_path_reinstalled)       \
+  X(shortcut_resignalled) X(echo_post_failed) X(whohas_asked) X(whohas_queue_full)         \
+  X(whohas_resolved) X(whohas_timeouts) X(mirror_applied) X(mirror_removed) X(mirror_failed) \
+  X(sync_events) X(sync_overflows)
+#define SLR_X(name) rec[#name] = uint64_t(0);
+    SLR_RECOVERY_COUNTERS(SLR_X)
+#undef SLR_X
+    for (const auto& w : workers_) {
+      const auto& c = w->counters();
+      json pw = json::object();
+#define SLR_X(name) rec[#name] = rec[#name].get<uint64_t>() + read(c.name); pw[#name] = read(c.name);
+      SLR_RECOVERY_COUNTERS(SLR_X)
+#undef SLR_X
+      per.push_back(pw);
+    }
+#undef SLR_RECOVERY_COUNTERS
+    rec["midstream_wait_ms"] = cfg_.flows.midstream_wait.count();
+    rec["per_worker"] = per;
+    j["recovery"] = rec;
+  }
+  j["hot_spare"] = spareJson();
+  j["whohas"] = whohasJson();
   return j;
+}
+
+// Dispatch by what the peer says it is for.  A channel nobody takes is
+// dropped (closed) with a log line.
+void SlrDaemon::acceptPeer(std::unique_ptr<PeerChannel> ch, const proto::Hello& hello) {
+  if ((hello.capabilities & proto::kCapSpareSync) && cfg_.hot_spare.enabled &&
+      hello.name == cfg_.hot_spare.peer_name) {
+    if (spare_acceptor_) {
+      spare_acceptor_(std::move(ch), hello);
+      return;
+    }
+  } else if (hello.capabilities & proto::kCapWhohas) {
+    if (whohas_) {
+      whohas_->adopt(std::move(ch), hello);
+      return;
+    }
+  }
+  LOG_WARN("control", "peer slr " + hello.name + ": nothing here serves capabilities 0x" +
+                          [&] {
+                            char b[16];
+                            std::snprintf(b, sizeof b, "%x", hello.capabilities);
+                            return std::string(b);
+                          }() + " (no [hot_spare] with it, no [[neighbor]]): closing");
+}
+
+json SlrDaemon::whohasJson() {
+  json nbs = json::array();
+  if (!whohas_) {
+    return json{{"enabled", false}, {"neighbors", nbs}, {"asked", 0}, {"answered_found", 0},
+                {"answered_unknown", 0}, {"resolved", 0}, {"timeouts", 0}, {"refused", 0},
+                {"not_asked", 0}, {"queries_served", 0}, {"served_found", 0}, {"relayed", 0},
+                {"relayed_found", 0},
+                {"resolve_queue_full", 0}, {"wait_ms", cfg_.whohas.wait.count()},
+                {"scope", cfg_.whohas.scope}};
+  }
+  for (const auto& n : whohas_->neighbors())
+    nbs.push_back({{"name", n.name}, {"address", n.address}, {"state", n.state},
+                   {"inbound", n.inbound}, {"last_error", n.last_error}});
+  const auto& c = whohas_->counters();
+  return json{{"enabled", true},
+              {"neighbors", nbs},
+              {"asked", c.asked.load()},
+              {"answered_found", c.answered_found.load()},
+              {"answered_unknown", c.answered_unknown.load()},
+              {"resolved", c.resolved.load()},
+              {"timeouts", c.timeouts.load()},
+              {"refused", c.refused.load()},
+              {"not_asked", c.not_asked.load()},
+              {"queries_served", c.queries_served.load()},
+              {"served_found", c.served_found.load()},
+              {"relayed", c.relayed.load()},
+              {"relayed_found", c.relayed_found.load()},
+              {"resolve_queue_full", resolve_post_failed_.load()},
+              {"wait_ms", cfg_.whohas.wait.count()},
+              {"scope", cfg_.whohas.scope}};
+}
+
+std::vector<uint64_t> SlrDaemon::liveFlowsPerHost() {
+  std::vector<uint64_t> live(cfg_.hosts.size(), 0);
+  for (const auto& w : workers_) {
+    auto per = w->flowsPerHost(1000);
+    for (size_t i = 0; i < live.size() && i < per.size(); ++i) live[i] += per[i];
+  }
+  return live;
+}
+
+// `drain NAME` / `undrain NAME` (status thread).  NAME is a [[host]] name or
+// its id.  The control loop is woken so the tables are rebuilt at once.
+json SlrDaemon::drainJson(std::string_view arg, bool drain) {
+  std::string name(arg);
+  while (!name.empty() && name.back() == ' ') name.pop_back();
+  while (!name.empty() && name.front() == ' ') name.erase(name.begin());
+  int id = registry_.find(name);
+  if (id < 0 && !name.empty() && name.size() <= 5 &&
+      std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    unsigned long n = std::stoul(name);
+    if (n < cfg_.hosts.size()) id = int(n);
+  }
+  if (id < 0) return json{{"error", "no [[host]] named '" + name + "'"}};
+  const std::string& hname = cfg_.hosts[size_t(id)].name;
+  if (registry_.setDrained(uint16_t(id), drain)) {
+    LOG_INFO("slr", "host " + hname + (drain ? " drained: no new flows, established ones stay"
+                                              : " undrained: takes new flows again"));
+    uint64_t one = 1;
+    (void)!::write(control_->wakeFd(), &one, sizeof one);
+  }
+  auto live = liveFlowsPerHost();
+  return json{{"ok", true}, {"host", hname}, {"drained", drain}, {"flows", live[size_t(id)]}};
+}
+
+json SlrDaemon::spareJson() {
+  if (!spare_) return json{{"enabled", false}};
+  auto s = spare_->status();
+  return json{{"enabled", s.enabled},
+              {"role", s.role},
+              {"state", s.state},
+              {"peer", s.peer},
+              {"peer_address", cfg_.hot_spare.peer.str()},
+              {"connected", s.connected},
+              {"peer_state", s.peer_state},
+              {"sent", s.sent},
+              {"received", s.received},
+              {"mirrored", s.mirrored},
+              {"resyncs", s.resyncs},
+              {"overflows", s.overflows},
+              {"post_failed", s.post_failed},
+              {"lag_ms_last", s.lag_ms_last},
+              {"lag_ms_avg", s.lag_ms_avg},
+              {"lag_ms_max", s.lag_ms_max},
+              {"lag_samples", s.lag_samples},
+              {"sync_interval_ms", s.sync_interval_ms},
+              {"takeovers", s.takeovers},
+              {"last_takeover_ms", s.last_takeover_ms < 0 ? json(nullptr) : json(s.last_takeover_ms)},
+              {"claimed", s.claimed},
+              {"hosts_ready", s.hosts_ready},
+              {"claim_addresses", s.claim_addresses},
+              {"last_error", s.last_error}};
 }
 
 json SlrDaemon::hostsJson() {
@@ -654,7 +902,9 @@ json SlrDaemon::hostsJson() {
                {"route_cost", h.route_cost},
                {"route_cost_kernel", h.id < snap->route_cost_extra.size() ? snap->route_cost_extra[h.id] : 0.0},
                {"subnets", subs},
-               {"flows", fl[h.id]},
+               {"drained", h.drained},
+               {"flows", active[h.id]},
+               {"flows_total", fl[h.id]},
                {"active_flows", active[h.id]},
                {"packets", pk[h.id]},
                {"bytes", by[h.id]},

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/flow_advert.h"
 #include "core/log.h"
 #include "core/packet.h"
 #include "core/tunnel.h"
@@ -16,17 +17,20 @@
 namespace slr::router {
 namespace {
 
+using namespace flow_flags;
+
 constexpr size_t kHeadroom = IpipCodec::kOverhead;
 constexpr uint32_t kIcmpPerSecond = 100;  // rate limit for "fragmentation needed"
-// FlowEntry::flags.
-constexpr uint8_t kFlagFastPath = 0x01;       // installed in the kernel fast path
-constexpr uint8_t kFlagAwaitShortcut = 0x02;  // sent to a shortcut-capable lower SLR; hold later packets
-constexpr uint8_t kFlagShortcut = 0x04;       // next_hop is a shortcut endpoint
-constexpr uint8_t kFlagFromUpstream = 0x08;   // arrived tunnelled; the upstream's index is flags >> 4
+constexpr uint8_t kUpstreamMask = 0xF0;   // FlowEntry::flags bits 4..7: [[upstream]] index + 1
 constexpr size_t kHoldSlots = 256;            // held packets per worker
 constexpr size_t kHoldBuf = 2048;             // larger packets are never held
 constexpr size_t kMaxEndpoints = 4096;        // distinct shortcut endpoints per worker
 constexpr size_t kTxSlots = Worker::kBatch + kHoldSlots;
+// Command rings.  Mirror commands come in bursts (a full resync posts the
+// main's whole table): the spare thread retries when a ring is full.
+constexpr size_t kShortcutRing = 4096, kResolveRing = 4096, kMirrorRing = 65536;
+constexpr size_t kSyncRing = 65536, kWhohasRing = 4096;
+constexpr int kShortcutBudget = 1024, kResolveBudget = 1024, kMirrorBudget = 8192;
 constexpr uint8_t kTcpSynFlag = FlowTable::kTcpSyn;
 constexpr uint8_t kTcpAckFlag = FlowTable::kTcpAck;
 
@@ -80,6 +84,7 @@ Status attachShardFilter(int fd, uint16_t shard, uint16_t shards) {
 
 }  // namespace
 
+
 struct Worker::Packet {
   std::byte* frame = nullptr;  // kHeadroom bytes, then the inner packet
   size_t len = 0;              // inner length
@@ -101,7 +106,49 @@ Worker::Worker(WorkerOptions opts, const SnapshotHolder& snapshots)
 
 Worker::~Worker() = default;
 
+
+// ---- pure decisions ----
+
+MidstreamStep midstreamStep(uint32_t age_ms, bool whohas, uint32_t whohas_wait_ms,
+                            uint32_t midstream_wait_ms) {
+  if (whohas && age_ms < whohas_wait_ms) return MidstreamStep::kHold;
+  if (age_ms < midstream_wait_ms) return MidstreamStep::kDrop;
+  return MidstreamStep::kGuess;
+}
+
+EchoVerdict judgeEchoAdvert(const advert::FlowAdvert& a, uint32_t src, uint32_t dst,
+                            const std::vector<NextHop>& next_hops,
+                            const std::vector<std::vector<VipMatch>>& host_authorised,
+                            const FlowEntry* existing, uint16_t& host_out) {
+  // The reply comes from the client toward the VIP, like the flow's packets:
+  // an advertisement for another client's or another VIP's flow is not one.
+  if (a.client != src || a.vip != dst) return EchoVerdict::kMalformed;
+  size_t h = 0;
+  while (h < next_hops.size() && h < Worker::kShortcutBase &&
+         !(next_hops[h].up && !next_hops[h].is_slr && next_hops[h].tunnel_v4 != 0 &&
+           next_hops[h].tunnel_v4 == a.server))
+    ++h;
+  if (h == next_hops.size() || h >= Worker::kShortcutBase) return EchoVerdict::kRefusedHost;
+  bool authorised = false;
+  if (h < host_authorised.size()) {
+    for (const VipMatch& m : host_authorised[h]) authorised = authorised || (a.vip & m.mask) == m.net;
+  }
+  if (!authorised) return EchoVerdict::kRefusedSubnet;
+  if (existing != nullptr) {
+    const uint16_t nh = existing->next_hop;
+    const bool live = nh >= Worker::kShortcutBase || (nh < next_hops.size() && next_hops[nh].up);
+    // A flow learnt here (from its SYN, a WHOHAS answer, a shortcut) keeps
+    // its live next hop: an echo must not move an established connection.
+    if (!(existing->flags & kMidstream) && nh != h && live) return EchoVerdict::kConflict;
+  }
+  host_out = uint16_t(h);
+  return EchoVerdict::kApply;
+}
+
 Status Worker::init() {
+  if (opts_.upstream_sources.size() > kMaxUpstreams)
+    return Error{EINVAL, "worker " + std::to_string(opts_.id),
+                 "at most " + std::to_string(kMaxUpstreams) + " [[upstream]] (flow flags keep index + 1 in 4 bits)"};
   auto t = FlowTable::create(opts_.flow_capacity, opts_.timeouts, opts_.hash_seed);
   if (!t) return t.error();
   table_ = std::move(t.value());
@@ -123,7 +170,11 @@ Status Worker::init() {
 
   wake_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_) return sysError("eventfd for worker wake-ups");
-  cmds_ = std::make_unique<SpscRing<ShortcutCmd>>(4096);
+  shortcut_cmds_ = std::make_unique<SpscRing<WorkerCmd>>(kShortcutRing);
+  mirror_cmds_ = std::make_unique<SpscRing<WorkerCmd>>(kMirrorRing);
+  resolve_cmds_ = std::make_unique<MpscRing<WorkerCmd>>(kResolveRing);
+  sync_ = std::make_unique<SpscRing<SyncEvent>>(opts_.sync_out ? kSyncRing : 2);
+  whohas_out_ = std::make_unique<SpscRing<FlowKey>>(opts_.whohas ? kWhohasRing : 2);
   for (size_t u = 0; u < opts_.upstream_sources.size(); ++u)
     out_.push_back(std::make_unique<SpscRing<ShortcutOut>>(4096));
   out_pending_.assign(out_.size(), false);
@@ -151,7 +202,8 @@ Status Worker::init() {
   }
   vip_counters_ = std::vector<ObjectCounters>(opts_.vips.size());
   host_counters_ = std::vector<ObjectCounters>(opts_.host_count);
-  if (opts_.fast_path != nullptr) table_->setExpiryHook(&Worker::refreshFromFastPath, this);
+  // Every expiry passes the hook: fast-path refresh, standby pinning, sync.
+  table_->setExpiryHook(&Worker::onExpiry, this);
   return Ok{};
 }
 
@@ -175,6 +227,8 @@ void Worker::run(const std::atomic<bool>& stop) {
       }
     }
     const uint32_t now = nowMs();
+    now_ms_ = now;
+    checkStandby(now);
     if (snapshots_.generation() != snap_generation_) {
       snap_generation_ = snapshots_.generation();
       auto old = std::move(snap_);
@@ -183,7 +237,9 @@ void Worker::run(const std::atomic<bool>& stop) {
       if (opts_.fast_path != nullptr && old) withdrawFromFastPath(*old);
     }
     if (request_.load(std::memory_order_acquire) != 0) serveControl(now);
-    if (!cmds_->empty()) applyShortcuts(now);
+    if (!shortcut_cmds_->empty()) applyShortcuts(now);
+    if (!resolve_cmds_->empty()) applyResolves(now);
+    if (!mirror_cmds_->empty()) applyMirrors(now);
     if (held_count_ > 0) expireHeld(now);
     flush();
 
@@ -209,11 +265,26 @@ void Worker::run(const std::atomic<bool>& stop) {
       uint64_t one = 1;
       if (u < opts_.upstream_wake.size()) (void)!::write(opts_.upstream_wake[u], &one, sizeof one);
     }
+    if (whohas_pending_) {
+      whohas_pending_ = false;
+      uint64_t one = 1;
+      if (opts_.whohas_wake >= 0) (void)!::write(opts_.whohas_wake, &one, sizeof one);
+    }
     (void)table_->expireSome(now, 256);
     // Counts expiries found by the sweep, by lookups and by full-table reclaim.
     counters_->flows_expired.store(table_->counters().expired, std::memory_order_relaxed);
     counters_->active_flows.store(table_->size(), std::memory_order_relaxed);
   }
+}
+
+// Standby spare / recovering main: entries are a mirror and never expire
+// (onExpiry).  When this SLR starts forwarding, every entry starts its idle
+// time afresh: the flows were alive at the other SLR until a moment ago.
+void Worker::checkStandby(uint32_t now_ms) {
+  if (opts_.standby == nullptr) return;
+  const bool sb = opts_.standby->load(std::memory_order_acquire);
+  if (standby_ && !sb) table_->forEach([now_ms](FlowEntry& e) { e.last_seen_ms = now_ms; });
+  standby_ = sb;
 }
 
 // One recvmmsg from the raw IPIP socket.  Each outer header must be a plain
@@ -299,45 +370,91 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   const size_t vip = vipOf(dst);
   if (vip == opts_.vips.size()) return drop(Drop::k_not_vip);
 
+  // An echo reply toward a VIP may carry a host's flow advertisement (Fig. 10).
+  if (info.key.proto == kProtoIcmp && !info.icmp_error && !info.is_fragment &&
+      info.l4_offset < info.l3_len && inner[info.l4_offset] == std::byte{0}) {
+    if (echoAdvert(p, vip, now_ms)) return true;
+  }
+
   const ForwardingSnapshot& snap = *snap_;
   const uint64_t hash = p.hash;
   uint16_t nh = kNoNextHop;
   FlowEntry* e = table_->lookup(info.key, hash, now_ms);
+  if (e != nullptr && (e->flags & kMidstream) &&
+      (info.tcp_flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag) {
+    // A new connection on the 5-tuple of a mid-stream guess: the old one is
+    // gone, the policy picks for the new one like for any SYN.
+    (void)table_->erase(info.key, hash);
+    e = nullptr;
+  }
   if (e != nullptr) {
-    if (e->flags & kFlagAwaitShortcut) {
-      // Sent to a lower SLR that will say which host it chose: hold the
-      // flow's later packets for that, so they go straight to the host.
-      if (uint32_t(now_ms - e->first_seen_ms) < opts_.shortcut_wait_ms) {
+    if (e->flags & kAwaiting) {
+      if (e->flags & kMidstream) {
+        if (midstreamWait(p, *e, vip, now_ms)) {
+          FlowTable::touch(*e, info.tcp_flags, now_ms);
+          return false;
+        }
+      } else if (uint32_t(now_ms - e->first_seen_ms) < opts_.shortcut_wait_ms) {
+        // Sent to a lower SLR that will say which host it chose: hold the
+        // flow's later packets for that, so they go straight to the host.
         if (hold(p, e->first_seen_ms + opts_.shortcut_wait_ms)) {
           FlowTable::touch(*e, info.tcp_flags, now_ms);
           return false;
         }
         bump(counters_->hold_overflow);
+        stopAwaiting(*e, vip, now_ms);
+      } else {
+        stopAwaiting(*e, vip, now_ms);
       }
-      stopAwaiting(*e, vip);
     }
     if (!alive(e->next_hop)) {
+      // A copy (hot-spare mirror) no packet reached yet: its host may just
+      // not have registered here yet (a main taking the traffic back).
+      // Moving it would reset a live connection; drop until it is up.
+      if (e->packets == 0) return drop(Drop::k_no_host);
       // Its host was withdrawn: the connection is lost there anyway, so give
       // the flow a live host rather than black-holing it.
       const RouteEntry* rt = snap.route(dst);
       if (rt == nullptr || rt->selection.empty()) return drop(Drop::k_no_host);
       e->next_hop = pick(*rt, p);
+      e->flags &= uint8_t(~kShortcut);
       bump(counters_->flows_rerouted);
       if (opts_.fast_path != nullptr) installFastPath(*e, uint16_t(vip));
+      if (e->packets > 0) sync(*e, proto::SyncOp::kUpsert, now_ms);
     }
+    const uint32_t before = e->packets;
+    const FlowState state_before = e->state;
     FlowTable::touch(*e, info.tcp_flags, now_ms);
     nh = e->next_hop;
-    // A SYN from above for a flow we know: the SLR above lost the flow (a
-    // reused 5-tuple after it expired the old connection, a restart) while
-    // this level kept it, never having seen the FIN.  Signal the host again,
-    // or the ingress would hold the new connection's packets for nothing.
-    if (p.upstream >= 0 && (info.tcp_flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag) {
-      if (nh >= kShortcutBase) {
-        signalUp(*e, endpointOf(nh), true);
-      } else if (alive(nh) && !snap.next_hops[nh].is_slr) {
-        signalUp(*e, snap.next_hops[nh].tunnel_v4, false);
+    // Flow-state re-creation: the kernel fast path should have forwarded
+    // this packet.  It may have lost the flow (or this entry is a mirror /
+    // echo copy that never reached it): add it back unless it is there.
+    // Rate-limited per flow: packets the kernel hands back on purpose (too
+    // big, no neighbour) keep coming.
+    if ((e->flags & kFastPath) && (before <= 1 || (before & 7) == 0))
+      reinstallFastPath(*e, uint16_t(vip));
+    if (p.upstream >= 0 && (e->flags & kUpstreamMask) != 0 && opts_.shortcut) {
+      // A SYN from above for a flow we know: the SLR above lost the flow (a
+      // reused 5-tuple after it expired the old connection, a restart) while
+      // this level kept it, never having seen the FIN.  Signal the host again,
+      // or the ingress would hold the new connection's packets for nothing.
+      // Other packets from above mean the shortcut did not take (or the SLR
+      // above lost it): say it again on packets 9, 17, 25... of the flow.
+      const bool syn = (info.tcp_flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag;
+      const bool again = !syn && before > 0 && (before & 7) == 0;
+      if (syn || again) {
+        if (nh >= kShortcutBase) {
+          signalUp(*e, endpointOf(nh), again ? Signal::kResignalled : Signal::kRelayed);
+        } else if (isHost(nh)) {
+          signalUp(*e, snap.next_hops[nh].tunnel_v4, again ? Signal::kResignalled : Signal::kSent);
+        }
       }
     }
+    // A copy (mirror, echo advertisement) reached by the flow's first packet
+    // here: this worker owns the flow, report it.  TCP established: the
+    // spare keeps it for the established timeout.
+    if (before == 0 || (state_before == FlowState::kTcpSyn && e->state == FlowState::kTcpEstablished))
+      sync(*e, proto::SyncOp::kUpsert, now_ms);
   } else {
     const RouteEntry* rt = snap.route(dst);
     if (rt == nullptr || rt->selection.empty()) return drop(Drop::k_no_host);
@@ -348,13 +465,26 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       nh = rt->stateless.pick(hash, unused);
     } else {
       // A TCP segment without SYN and without state here is the middle of a
-      // connection: it may have been forwarded statelessly while the table
-      // was full (or before a restart).  Keep it where stateless forwarding
-      // sends it; the policy picks for new connections only.
+      // connection: this SLR lost the flow (restart, failover, the client's
+      // ingress moved) or forwarded it statelessly while the table was full.
+      // The stateless table is the guess; while a WHOHAS answer or the host's
+      // echo advertisement may still name the real host, its packets are
+      // held or dropped (the client retransmits) rather than sent to a host
+      // that would reset the connection.  Right after the table was full the
+      // guess is most likely right (those flows went there statelessly).
+      // The policy picks for new connections only.
+      uint8_t mid = 0;
       if (info.key.proto == kProtoTcp && !(info.tcp_flags & kTcpSynFlag)) {
         uint64_t unused = 0;
         nh = rt->stateless.pick(hash, unused);
         bump(counters_->flows_midstream);
+        // (A RST is never retransmitted: it goes to the guess at once.)
+        if (isHost(nh) && !(info.tcp_flags & kTcpRst)) {
+          mid = kMidstream;
+          const bool recently_full =
+              table_was_full_ && uint32_t(now_ms - full_ms_) < opts_.timeouts.tcp_established_ms;
+          if (!recently_full && (opts_.whohas || opts_.midstream_wait_ms > 0)) mid |= kAwaiting;
+        }
       } else {
         nh = pick(*rt, p);
       }
@@ -364,20 +494,41 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
         ++next_label_;
         bump(counters_->flows_created);
         bump(vip_counters_[vip].flows);
-        bump(host_counters_[nh].flows);
-        if (p.upstream >= 0) e->flags |= uint8_t(kFlagFromUpstream | (p.upstream << 4));
-        if (alive(nh)) {
-          const NextHop& n = snap.next_hops[nh];
-          if (n.awaits_shortcut) {
-            e->flags |= kFlagAwaitShortcut;  // no fast path until the shortcut (or the timeout)
-          } else if (opts_.fast_path != nullptr) {
-            installFastPath(*e, uint16_t(vip));
+        if (nh < host_counters_.size()) bump(host_counters_[nh].flows);
+        if (p.upstream >= 0) e->flags |= uint8_t((p.upstream + 1) << kUpstreamShift);
+        if (mid & kAwaiting) {
+          e->flags |= mid;
+          if (opts_.whohas) {
+            if (whohas_out_->push(info.key)) {
+              bump(counters_->whohas_asked);
+              whohas_pending_ = true;
+            } else {
+              bump(counters_->whohas_queue_full);
+            }
           }
-          // The host is chosen here: tell the SLR above (Fig. 5).
-          if (!n.is_slr) signalUp(*e, n.tunnel_v4, false);
+          if (midstreamWait(p, *e, vip, now_ms)) return false;
+          // (midstream_wait 0 and no hold room: guessed at once)
+        } else {
+          if (mid != 0) {
+            e->flags |= kMidstream;
+            bump(counters_->midstream_guessed);
+          }
+          if (alive(nh)) {
+            const NextHop& n = snap.next_hops[nh];
+            if (n.awaits_shortcut) {
+              e->flags |= kAwaiting;  // no fast path until the shortcut (or the timeout)
+            } else if (opts_.fast_path != nullptr) {
+              installFastPath(*e, uint16_t(vip));
+            }
+            // The host is chosen here: tell the SLR above (Fig. 5).
+            if (!n.is_slr) signalUp(*e, n.tunnel_v4, Signal::kSent);
+          }
+          sync(*e, proto::SyncOp::kUpsert, now_ms);
         }
       } else {
         bump(counters_->table_full);
+        table_was_full_ = true;
+        full_ms_ = now_ms;
         if (!opts_.stateless_on_full) return drop(Drop::k_table_full);
         uint64_t unused = 0;
         nh = rt->stateless.pick(hash, unused);
@@ -385,14 +536,23 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
       }
     }
   }
-  if (!alive(nh)) return drop(Drop::k_no_host);
+  return transmit(p, vip, nh);
+}
 
+// The tail of forward(): counters, the tunnel MTU, encapsulation.
+bool Worker::transmit(Packet& p, size_t vip, uint16_t nh) {
+  if (!alive(nh)) {
+    bump(counters_->drops[int(Drop::k_no_host)]);
+    return false;
+  }
   bump(vip_counters_[vip].packets);
   bump(vip_counters_[vip].bytes, p.len);
   if (p.len + kHeadroom > opts_.tunnel_mtu) {
+    std::span<const std::byte> inner(p.frame + kHeadroom, p.len);
     Ipv4View ip(inner);
-    if (ip.dontFragment() && !info.icmp_error) sendTooBig(inner.data(), inner.size());
-    return drop(Drop::k_too_big);
+    if (ip.dontFragment() && !p.info.icmp_error) sendTooBig(inner.data(), inner.size());
+    bump(counters_->drops[int(Drop::k_too_big)]);
+    return false;
   }
   if (nh < host_counters_.size()) {
     bump(host_counters_[nh].packets);
@@ -404,9 +564,150 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   return true;
 }
 
+// A packet of a mid-stream flow whose host is not known yet.  True when it
+// was held (for a WHOHAS answer) or dropped (midstream_wait: the client
+// retransmits); false when the wait is over: the flow now goes to its guess.
+bool Worker::midstreamWait(Packet& p, FlowEntry& e, size_t vip, uint32_t now_ms) {
+  const uint32_t age = now_ms - e.first_seen_ms;
+  MidstreamStep step = midstreamStep(age, opts_.whohas, opts_.whohas_wait_ms, opts_.midstream_wait_ms);
+  if (step == MidstreamStep::kHold) {
+    if (hold(p, e.first_seen_ms + opts_.whohas_wait_ms)) return true;
+    bump(counters_->hold_overflow);
+    step = midstreamStep(age, false, 0, opts_.midstream_wait_ms);
+  }
+  if (step == MidstreamStep::kDrop) {
+    bump(counters_->midstream_dropped);
+    bump(counters_->drops[int(Drop::k_midstream_wait)]);
+    return true;
+  }
+  guessMidstream(e, vip, now_ms);
+  return false;
+}
+
+// Nobody named the mid-stream flow's host in time: from now on it goes to
+// the stateless guess (still flagged midstream, so a late WHOHAS answer or an
+// echo advertisement may correct it).
+void Worker::guessMidstream(FlowEntry& e, size_t vip, uint32_t now_ms) {
+  e.flags &= uint8_t(~kAwaiting);
+  bump(counters_->midstream_guessed);
+  if (opts_.fast_path != nullptr && vip < opts_.vips.size() && alive(e.next_hop))
+    installFastPath(e, uint16_t(vip));
+  if (isHost(e.next_hop)) signalUp(e, snap_->next_hops[e.next_hop].tunnel_v4, Signal::kSent);
+  sync(e, proto::SyncOp::kUpsert, now_ms);
+}
+
+// An ICMP echo reply to a VIP.  True when it carried an accepted flow
+// advertisement and was sent to the advertised host; false: forward it like
+// any ICMP packet (not an advertisement, or refused and counted).
+bool Worker::echoAdvert(Packet& p, size_t vip, uint32_t now_ms) {
+  const PacketInfo& info = p.info;
+  const std::span<const std::byte> icmp(p.frame + kHeadroom + info.l4_offset,
+                                        size_t(info.l3_len) - info.l4_offset);
+  advert::FlowAdvert a;
+  const advert::DecodeStatus st = advert::decode(icmp, a);
+  if (st == advert::DecodeStatus::kNotAdvert) return false;
+  if (st != advert::DecodeStatus::kOk || internetChecksum(icmp) != 0) {
+    bump(counters_->echo_malformed);
+    return false;
+  }
+  const FlowKey key = advert::keyOf(a);
+  const FlowEntry* existing = table_->lookup(key, table_->hash(key), now_ms);
+  uint16_t host = kNoNextHop;
+  switch (judgeEchoAdvert(a, v4(info.key.src), v4(info.key.dst), snap_->next_hops,
+                          opts_.host_authorised, existing, host)) {
+    case EchoVerdict::kApply: break;
+    case EchoVerdict::kMalformed: bump(counters_->echo_malformed); return false;
+    case EchoVerdict::kRefusedHost: bump(counters_->echo_refused_host); return false;
+    case EchoVerdict::kRefusedSubnet: bump(counters_->echo_refused_subnet); return false;
+    case EchoVerdict::kConflict: bump(counters_->echo_conflict); return false;
+  }
+  bump(counters_->echo_applied);
+  (void)applyAdvert(key, host, now_ms);
+  // The kernel picked this worker's TUN queue for the echo, not necessarily
+  // the flow's: every other worker applies it to its own table too.
+  for (Worker* w : peers_) {
+    if (w == this) continue;
+    WorkerCmd c;
+    c.kind = CmdKind::kAdvert;
+    c.next_hop = host;
+    c.key = key;
+    if (w->post(c)) {
+      w->kick();
+    } else {
+      bump(counters_->echo_post_failed);
+    }
+  }
+  // The echo reply itself goes to the host too: its agent counts replies.
+  return transmit(p, vip, host);
+}
+
+// An accepted advertisement (checked by judgeEchoAdvert at the worker that
+// received it): the flow goes to `host`.  An entry that is midstream, already
+// there or whose next hop is down is re-pointed; a learnt one elsewhere is
+// left alone (counted as a conflict).  Absent, the flow is inserted as a copy
+// (packets 0): it may be another worker's flow; its first packet here makes
+// it this worker's (sync, fast path).
+bool Worker::applyAdvert(const FlowKey& key, uint16_t host, uint32_t now_ms) {
+  if (host >= opts_.host_count) return false;
+  const uint64_t hash = table_->hash(key);
+  FlowEntry* e = table_->lookup(key, hash, now_ms);
+  if (e != nullptr) {
+    const bool learnt = !(e->flags & (kMidstream | kAwaiting));
+    if (learnt && e->next_hop == host) return true;  // nothing to change
+    if (learnt && alive(e->next_hop)) {
+      bump(counters_->echo_conflict);
+      return false;
+    }
+    repoint(*e, host, now_ms);
+    return true;
+  }
+  const FlowState state = key.proto == kProtoTcp ? FlowState::kTcpEstablished
+                          : key.proto == kProtoUdp ? FlowState::kUdp : FlowState::kOther;
+  e = table_->insert(key, hash, host, next_label_, state, now_ms);
+  if (e == nullptr) {
+    bump(counters_->table_full);
+    table_was_full_ = true;
+    full_ms_ = now_ms;
+    return false;
+  }
+  ++next_label_;
+  e->packets = 0;
+  if (opts_.fast_path != nullptr && FastPath::eligible(key)) e->flags |= kFastPath;  // added by its first packet
+  return true;
+}
+
+// Point a flow at the host (or shortcut endpoint) that really has it (WHOHAS
+// answer, echo advertisement): it is final now.  Held packets go there, the
+// fast path takes it (unless it is a copy no packet reached yet), the SLR
+// above and the spare hear of it.
+void Worker::repoint(FlowEntry& e, uint16_t nh, uint32_t now_ms) {
+  e.next_hop = nh;
+  e.flags = uint8_t((e.flags & ~(kAwaiting | kMidstream | kShortcut)) | (nh >= kShortcutBase ? kShortcut : 0));
+  // The connection is established at the host: keep it for that timeout.
+  if (e.key.proto == kProtoTcp && e.state == FlowState::kTcpSyn) e.state = FlowState::kTcpEstablished;
+  const uint32_t ep = endpointOf(nh);
+  releaseHeld(e.key, ep, nh >= kShortcutBase);
+  const size_t vip = vipOf(v4(e.key.dst));
+  if (opts_.fast_path != nullptr && vip < opts_.vips.size()) {
+    if (e.packets > 0) {
+      installFastPath(e, uint16_t(vip));
+    } else if (FastPath::eligible(e.key) && nh < kShortcutBase) {
+      e.flags |= kFastPath;  // added by its first packet here
+    }
+  }
+  signalUp(e, ep, Signal::kSent);
+  sync(e, proto::SyncOp::kUpsert, now_ms);
+}
+
+
 uint32_t Worker::endpointOf(uint16_t nh) const {
   if (nh >= kShortcutBase) return endpoints_[nh - kShortcutBase];
   return snap_->next_hops[nh].tunnel_v4;
+}
+
+uint32_t Worker::endpointOrZero(uint16_t nh) const {
+  if (nh >= kShortcutBase) return size_t(nh - kShortcutBase) < endpoints_.size() ? endpoints_[nh - kShortcutBase] : 0;
+  return snap_ && nh < snap_->next_hops.size() ? snap_->next_hops[nh].tunnel_v4 : 0;
 }
 
 // Encapsulate the frame in place (its headroom takes the outer header) and
@@ -452,16 +753,33 @@ bool Worker::alive(uint16_t nh) const {
   return nh >= kShortcutBase || (nh < snap_->next_hops.size() && snap_->next_hops[nh].up);
 }
 
+bool Worker::isHost(uint16_t nh) const {
+  return nh < kShortcutBase && nh < snap_->next_hops.size() && snap_->next_hops[nh].up &&
+         !snap_->next_hops[nh].is_slr;
+}
+
 // A flow sent to a shortcut-capable lower SLR stops waiting for its shortcut
 // (it timed out, or the hold queue was full): from now on it goes the normal
 // way, and the kernel fast path may take it.
-void Worker::stopAwaiting(FlowEntry& e, size_t vip) {
-  e.flags &= uint8_t(~kFlagAwaitShortcut);
+void Worker::stopAwaiting(FlowEntry& e, size_t vip, uint32_t now_ms) {
+  e.flags &= uint8_t(~kAwaiting);
   if (opts_.fast_path != nullptr && vip < opts_.vips.size() && alive(e.next_hop))
     installFastPath(e, uint16_t(vip));
+  sync(e, proto::SyncOp::kUpsert, now_ms);
 }
 
-// ---- shortcuts ----
+// ---- commands ----
+
+bool Worker::post(const WorkerCmd& c) {
+  switch (c.kind) {
+    case CmdKind::kShortcut: return shortcut_cmds_->push(c);
+    case CmdKind::kMirror:
+    case CmdKind::kUnmirror: return mirror_cmds_->push(c);
+    case CmdKind::kResolve:
+    case CmdKind::kAdvert: return resolve_cmds_->push(c);
+  }
+  return false;
+}
 
 void Worker::kick() {
   uint64_t one = 1;
@@ -478,33 +796,39 @@ uint16_t Worker::internEndpoint(uint32_t endpoint) {
 }
 
 // Tell the upstream SLR the flow came from which host it has (originated
-// here, or relayed from below).  Only flows that arrived tunnelled.
-void Worker::signalUp(const FlowEntry& e, uint32_t endpoint, bool relay) {
-  if (!opts_.shortcut || !(e.flags & kFlagFromUpstream)) return;
-  const size_t u = e.flags >> 4;
-  if (u >= out_.size()) return;
+// here, relayed from below, or said again).  Only flows that arrived
+// tunnelled.  A TCP flow signalled upwards is kept as established: the SLR
+// above sends it straight to the host now, so this level sees no packets of
+// it, and may be asked again if the level above loses its copy.
+void Worker::signalUp(FlowEntry& e, uint32_t endpoint, Signal kind) {
+  const size_t u1 = e.flags >> kUpstreamShift;
+  if (!opts_.shortcut || u1 == 0 || u1 > out_.size()) return;
+  const size_t u = u1 - 1;
   if (out_[u]->push(ShortcutOut{e.key, endpoint})) {
-    bump(relay ? counters_->shortcut_relayed : counters_->shortcut_sent);
+    bump(kind == Signal::kSent      ? counters_->shortcut_sent
+         : kind == Signal::kRelayed ? counters_->shortcut_relayed
+                                    : counters_->shortcut_resignalled);
     out_pending_[u] = true;
+    if (e.key.proto == kProtoTcp && e.state == FlowState::kTcpSyn) e.state = FlowState::kTcpEstablished;
   } else {
     bump(counters_->shortcut_out_dropped);
   }
 }
 
 void Worker::applyShortcuts(uint32_t now_ms) {
-  ShortcutCmd c;
-  for (int budget = 1024; budget > 0 && cmds_->pop(c); --budget) {
+  WorkerCmd c;
+  for (int budget = kShortcutBudget; budget > 0 && shortcut_cmds_->pop(c); --budget) {
     FlowEntry* e = table_->lookup(c.key, table_->hash(c.key), now_ms);
     if (e == nullptr) {
       bump(counters_->shortcut_unknown);  // another worker's flow, or gone
       continue;
     }
-    if ((e->flags & kFlagShortcut) && endpointOf(e->next_hop) == c.endpoint) continue;
+    if ((e->flags & kShortcut) && endpointOf(e->next_hop) == c.endpoint) continue;
     const uint16_t idx = internEndpoint(c.endpoint);
     if (idx == kNoNextHop) continue;  // intern table full: keep the path through the lower SLR
     const uint16_t via = e->next_hop;
     e->next_hop = idx;
-    e->flags = uint8_t((e->flags | kFlagShortcut) & ~kFlagAwaitShortcut);
+    e->flags = uint8_t((e->flags | kShortcut) & ~(kAwaiting | kMidstream));
     bump(counters_->shortcut_applied);
     // How long the flow's first packet took to come back as a shortcut: the
     // round trip down the levels and back up their control channels.
@@ -516,10 +840,91 @@ void Worker::applyShortcuts(uint32_t now_ms) {
       const size_t vip = vipOf(v4(c.key.dst));
       if (vip < opts_.vips.size()) installFastPath(*e, uint16_t(vip), via);
     }
-    releaseHeld(c.key, c.endpoint);
-    signalUp(*e, c.endpoint, true);
+    releaseHeld(c.key, c.endpoint, true);
+    signalUp(*e, c.endpoint, Signal::kRelayed);
+    sync(*e, proto::SyncOp::kUpsert, now_ms);
   }
   flush();
+}
+
+// WHOHAS answers (whohas thread) and other workers' echo advertisements.
+// An answer re-points a flow still midstream here (held or dropped, or sent
+// to its guess); every worker gets it, only the one with the flow acts.
+void Worker::applyResolves(uint32_t now_ms) {
+  WorkerCmd c;
+  for (int budget = kResolveBudget; budget > 0 && resolve_cmds_->pop(c); --budget) {
+    if (c.kind == CmdKind::kAdvert) {
+      (void)applyAdvert(c.key, c.next_hop, now_ms);
+      continue;
+    }
+    FlowEntry* e = table_->lookup(c.key, table_->hash(c.key), now_ms);
+    if (e == nullptr || !(e->flags & kMidstream)) continue;  // not ours, or learnt meanwhile
+    uint16_t nh = c.next_hop;
+    if (nh == kNoNextHop) {
+      nh = internEndpoint(c.endpoint);
+      if (nh == kNoNextHop) continue;  // intern table full: the guess stays
+    } else if (nh >= opts_.host_count) {
+      continue;
+    }
+    repoint(*e, nh, now_ms);
+    bump(counters_->whohas_resolved);
+  }
+  flush();
+}
+
+// Hot spare: the active SLR's flow table, mirrored.  Every worker gets every
+// command (the kernel picks the TUN queue of a flow, so any worker may own
+// it after a takeover); entries are copies (packets 0) until a packet of the
+// flow reaches them.  Mirror commands never produce SyncEvents.
+void Worker::applyMirrors(uint32_t now_ms) {
+  WorkerCmd c;
+  for (int budget = kMirrorBudget; budget > 0 && mirror_cmds_->pop(c); --budget) {
+    const uint64_t hash = table_->hash(c.key);
+    FlowEntry* e = table_->lookup(c.key, hash, now_ms);
+    if (c.kind == CmdKind::kUnmirror) {
+      if (e == nullptr) continue;
+      if ((e->flags & kFastPath) && opts_.fast_path != nullptr) (void)opts_.fast_path->remove(c.key);
+      (void)table_->erase(c.key, hash);
+      bump(counters_->mirror_removed);
+      continue;
+    }
+    uint16_t nh = c.next_hop;
+    if (nh == kNoNextHop) {
+      nh = internEndpoint(c.endpoint);
+    } else if (nh >= opts_.host_count) {
+      nh = kNoNextHop;
+    }
+    if (nh == kNoNextHop) {
+      bump(counters_->mirror_failed);
+      continue;
+    }
+    bool installed = false;
+    if (e == nullptr) {
+      e = table_->insert(c.key, hash, nh, c.label, c.state, now_ms);
+      if (e == nullptr) {
+        bump(counters_->mirror_failed);
+        continue;
+      }
+      e->packets = 0;
+    } else {
+      installed = (e->flags & kFastPath) && e->next_hop == nh;
+      if ((e->flags & kFastPath) && !installed && opts_.fast_path != nullptr)
+        (void)opts_.fast_path->remove(c.key);
+      e->next_hop = nh;
+      e->label = c.label;
+      e->state = c.state;
+    }
+    e->first_seen_ms = now_ms - c.age_ms;
+    e->last_seen_ms = now_ms;
+    uint8_t f = uint8_t(e->flags & kUpstreamMask);
+    if (nh >= kShortcutBase) {
+      f |= kShortcut;
+    } else if (installed || (opts_.fast_path != nullptr && FastPath::eligible(c.key))) {
+      f |= kFastPath;  // added by the flow's first packet here (re-creation)
+    }
+    e->flags = f;
+    bump(counters_->mirror_applied);
+  }
 }
 
 bool Worker::hold(const Packet& p, uint32_t deadline_ms) {
@@ -536,7 +941,8 @@ bool Worker::hold(const Packet& p, uint32_t deadline_ms) {
   return true;
 }
 
-void Worker::releaseHeld(const FlowKey& key, uint32_t endpoint) {
+void Worker::releaseHeld(const FlowKey& key, uint32_t endpoint, bool shortcut) {
+  if (held_count_ == 0) return;
   for (size_t i = 0; i < held_count_; ++i) {
     const size_t slot = (held_head_ + i) % kHoldSlots;
     Held& h = held_[slot];
@@ -544,7 +950,7 @@ void Worker::releaseHeld(const FlowKey& key, uint32_t endpoint) {
     queueTx(held_bufs_.get() + slot * kHoldBuf, h.len, endpoint);
     h.live = false;
     bump(counters_->released_packets);
-    bump(counters_->shortcut_packets);
+    if (shortcut) bump(counters_->shortcut_packets);
   }
   while (held_count_ > 0 && !held_[held_head_].live) {
     held_head_ = (held_head_ + 1) % kHoldSlots;
@@ -552,26 +958,56 @@ void Worker::releaseHeld(const FlowKey& key, uint32_t endpoint) {
   }
 }
 
-// Held packets whose shortcut did not come in time go the normal way.
+// Held packets whose answer did not come in time.  Deadlines differ by kind
+// (shortcut_wait, whohas wait), so the whole FIFO is scanned, not only its head.
 void Worker::expireHeld(uint32_t now_ms) {
-  while (held_count_ > 0) {
-    Held& h = held_[held_head_];
-    if (h.live) {
-      if (int32_t(now_ms - h.deadline_ms) < 0) break;
-      FlowEntry* e = table_->lookup(h.key, table_->hash(h.key), now_ms);
-      if (e != nullptr && (e->flags & kFlagAwaitShortcut)) stopAwaiting(*e, vipOf(v4(h.key.dst)));
-      if (e != nullptr && alive(e->next_hop)) {
-        queueTx(held_bufs_.get() + held_head_ * kHoldBuf, h.len, endpointOf(e->next_hop));
-        bump(counters_->hold_timeouts);
-      } else {
-        bump(counters_->drops[int(Drop::k_no_host)]);
-      }
-      h.live = false;
-    }
+  for (size_t i = 0; i < held_count_; ++i) {
+    const size_t slot = (held_head_ + i) % kHoldSlots;
+    if (held_[slot].live && int32_t(now_ms - held_[slot].deadline_ms) >= 0) expireHeldFlow(slot, now_ms);
+  }
+  while (held_count_ > 0 && !held_[held_head_].live) {
     held_head_ = (held_head_ + 1) % kHoldSlots;
     --held_count_;
   }
   flush();
+}
+
+// All held packets of the flow held at `slot`: a shortcut-awaiting flow goes
+// the normal way; a mid-stream flow nobody answered for is dropped while
+// midstream_wait lasts, else sent to its guess.
+void Worker::expireHeldFlow(size_t slot, uint32_t now_ms) {
+  const FlowKey key = held_[slot].key;
+  FlowEntry* e = table_->lookup(key, table_->hash(key), now_ms);
+  bool drop_all = false;
+  if (e != nullptr && (e->flags & kAwaiting)) {
+    const size_t vip = vipOf(v4(key.dst));
+    if (e->flags & kMidstream) {
+      bump(counters_->whohas_timeouts);
+      if (midstreamStep(now_ms - e->first_seen_ms, false, 0, opts_.midstream_wait_ms) ==
+          MidstreamStep::kDrop) {
+        drop_all = true;
+      } else {
+        guessMidstream(*e, vip, now_ms);
+      }
+    } else {
+      stopAwaiting(*e, vip, now_ms);
+    }
+  }
+  for (size_t i = 0; i < held_count_; ++i) {
+    const size_t s = (held_head_ + i) % kHoldSlots;
+    Held& h = held_[s];
+    if (!h.live || !(h.key == key)) continue;
+    h.live = false;
+    if (drop_all) {
+      bump(counters_->midstream_dropped);
+      bump(counters_->drops[int(Drop::k_midstream_wait)]);
+    } else if (e != nullptr && alive(e->next_hop)) {
+      queueTx(held_bufs_.get() + s * kHoldBuf, h.len, endpointOf(e->next_hop));
+      bump(counters_->hold_timeouts);
+    } else {
+      bump(counters_->drops[int(Drop::k_no_host)]);
+    }
+  }
 }
 
 void Worker::flush() {
@@ -593,6 +1029,7 @@ void Worker::flush() {
   tx_count_ = 0;
 }
 
+
 // From its first packet on, the kernel forwards the rest of the flow; this
 // worker only sees packets the fast path hands back (too big, TTL, no
 // neighbour).  One bpf(2) call per new flow, never per packet.
@@ -601,14 +1038,36 @@ void Worker::installFastPath(FlowEntry& e, uint16_t vip, uint16_t via) {
   if (e.next_hop < kShortcutBase && e.next_hop >= snap_->next_hops.size()) return;
   // Per-host counters: a shortcut flow is counted on the lower SLR it bypasses.
   const uint16_t slot = e.next_hop < kShortcutBase ? e.next_hop : via;
-  if (slot >= opts_.host_count) return;
+  if (slot >= opts_.host_count) {
+    // (A shortcut whose lower SLR is not known here: userspace only.  The
+    // kernel must not keep forwarding it the old way.)
+    if (e.flags & kFastPath) (void)opts_.fast_path->remove(e.key);
+    e.flags &= uint8_t(~kFastPath);
+    return;
+  }
   FastPathFlow f{opts_.tunnel_source, endpointOf(e.next_hop), slot, vip};
   if (opts_.fast_path->add(e.key, f).ok()) {
-    e.flags |= kFlagFastPath;
+    e.flags |= kFastPath;
     bump(counters_->fast_path_installed);
   } else {
-    e.flags &= uint8_t(~kFlagFastPath);
+    e.flags &= uint8_t(~kFastPath);
     bump(counters_->fast_path_failed);
+  }
+}
+
+// Flow-state re-creation: put a fast-path flow back into the kernel map
+// unless it is there (then it is left alone, counters and all).
+void Worker::reinstallFastPath(FlowEntry& e, uint16_t vip) {
+  if (opts_.fast_path == nullptr || !FastPath::eligible(e.key) || e.next_hop >= kShortcutBase ||
+      e.next_hop >= snap_->next_hops.size() || e.next_hop >= opts_.host_count || !alive(e.next_hop))
+    return;
+  FastPathFlow f{opts_.tunnel_source, endpointOf(e.next_hop), e.next_hop, vip};
+  auto r = opts_.fast_path->addIfAbsent(e.key, f);
+  if (!r) {
+    e.flags &= uint8_t(~kFastPath);  // (map full): userspace from now on
+    bump(counters_->fast_path_failed);
+  } else if (*r) {
+    bump(counters_->fast_path_reinstalled);
   }
 }
 
@@ -624,9 +1083,9 @@ void Worker::withdrawFromFastPath(const ForwardingSnapshot& old) {
   }
   if (!any) return;
   table_->forEach([&](FlowEntry& e) {
-    if ((e.flags & kFlagFastPath) && e.next_hop < lost.size() && lost[e.next_hop]) {
+    if ((e.flags & kFastPath) && e.next_hop < lost.size() && lost[e.next_hop]) {
       (void)opts_.fast_path->remove(e.key);
-      e.flags &= uint8_t(~kFlagFastPath);
+      e.flags &= uint8_t(~kFastPath);
     }
   });
 }
@@ -656,23 +1115,57 @@ void Worker::mergeFastPath(FlowRecord& r, uint32_t now_ms) const {
   r.state = stateAfter(r.key, r.state, a);
 }
 
+
 // Expiry hook (control rate: only for entries that look idle).  The kernel
 // saw the packets this table did not: take its last-seen time and FIN/RST;
 // a flow idle in both places leaves the kernel map as it leaves the table.
-bool Worker::refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms) {
+// A standby SLR's entries are a mirror: they never expire.  Returns true to
+// keep the entry.
+bool Worker::onExpiry(void* self, FlowEntry& e, uint32_t now_ms) {
   auto* w = static_cast<Worker*>(self);
-  if (!(e.flags & kFlagFastPath)) return false;
-  auto act = w->opts_.fast_path->activity(e.key);
-  if (act.ok() && act.value().has_value()) {
-    const FastPathActivity& a = *act.value();
-    if (int32_t(a.last_seen_ms - e.last_seen_ms) > 0) e.last_seen_ms = a.last_seen_ms;
-    e.state = stateAfter(e.key, e.state, a);
+  if ((e.flags & kFastPath) && w->opts_.fast_path != nullptr) {
+    auto act = w->opts_.fast_path->activity(e.key);
+    if (act.ok() && act.value().has_value()) {
+      const FastPathActivity& a = *act.value();
+      if (int32_t(a.last_seen_ms - e.last_seen_ms) > 0) e.last_seen_ms = a.last_seen_ms;
+      const FlowState before = e.state;
+      e.state = stateAfter(e.key, e.state, a);
+      if (before == FlowState::kTcpSyn && e.state == FlowState::kTcpEstablished &&
+          !w->table_->isExpired(e, now_ms))
+        w->sync(e, proto::SyncOp::kUpsert, now_ms);
+    }
   }
-  if (w->table_->isExpired(e, now_ms)) {
-    (void)w->opts_.fast_path->remove(e.key);
-    return false;
+  if (!w->table_->isExpired(e, now_ms)) return true;
+  if (w->standby_) {
+    e.last_seen_ms = now_ms;
+    return true;
   }
-  return true;
+  if ((e.flags & kFastPath) && w->opts_.fast_path != nullptr) (void)w->opts_.fast_path->remove(e.key);
+  w->sync(e, proto::SyncOp::kRemove, now_ms);
+  return false;
+}
+
+// A flow-table change for the spare module.  Not for copies no packet
+// reached here (another worker may own the flow and reports it), nor for an
+// upsert while the next hop is not final.
+void Worker::sync(const FlowEntry& e, proto::SyncOp op, uint32_t now_ms) {
+  if (!opts_.sync_out || e.packets == 0) return;
+  if (op == proto::SyncOp::kUpsert && (e.flags & kAwaiting)) return;
+  SyncEvent ev;
+  ev.op = op;
+  ev.state = e.state;
+  ev.next_hop = e.next_hop >= kShortcutBase ? proto::kNoHostId : e.next_hop;
+  ev.key = e.key;
+  ev.endpoint = endpointOrZero(e.next_hop);
+  ev.label = e.label;
+  ev.first_seen_ms = e.first_seen_ms;
+  ev.t_ms = now_ms;
+  if (sync_->push(ev)) {
+    bump(counters_->sync_events);
+  } else {
+    sync_overflow_.store(true, std::memory_order_release);
+    bump(counters_->sync_overflows);
+  }
 }
 
 // ICMP "fragmentation needed" to the client (RFC 1191, RFC 2003 5.1): the
@@ -712,12 +1205,22 @@ void Worker::sendTooBig(const std::byte* inner, size_t inner_len) {
   }
 }
 
+
 // A flow as `slrctl flows` / explain show it, with what the kernel did of it.
 FlowRecord Worker::record(const FlowEntry& e, uint32_t now_ms) const {
-  FlowRecord r{e.key,   e.next_hop, e.label, endpointOf(e.next_hop), e.next_hop >= kShortcutBase,
-               e.state, uint32_t(now_ms - e.last_seen_ms), uint32_t(now_ms - e.first_seen_ms),
-               e.packets};
-  if (e.flags & kFlagFastPath) mergeFastPath(r, now_ms);
+  FlowRecord r{e.key,
+               e.next_hop,
+               e.label,
+               endpointOrZero(e.next_hop),
+               e.next_hop >= kShortcutBase,
+               e.state,
+               uint32_t(now_ms - e.last_seen_ms),
+               uint32_t(now_ms - e.first_seen_ms),
+               e.packets,
+               e.next_hop >= kShortcutBase ? kNoNextHop : e.next_hop,
+               (e.flags & kMidstream) != 0,
+               (e.flags & kAwaiting) != 0};
+  if ((e.flags & kFastPath) && opts_.fast_path != nullptr) mergeFastPath(r, now_ms);
   return r;
 }
 
@@ -728,7 +1231,7 @@ void Worker::serveControl(uint32_t now_ms) {
     req_flows_.clear();
     table_->forEach([&](const FlowEntry& e) {
       if (req_flows_.size() >= req_limit_) return false;
-      if (table_->isExpired(e, now_ms)) return true;
+      if (table_->isExpired(e, now_ms) && !standby_) return true;
       req_flows_.push_back(record(e, now_ms));
       return true;
     });
@@ -739,7 +1242,7 @@ void Worker::serveControl(uint32_t now_ms) {
   } else if (req == int(Request::kPerHost)) {
     req_per_host_.assign(opts_.host_count, 0);
     table_->forEach([&](const FlowEntry& e) {
-      if (!table_->isExpired(e, now_ms) && e.next_hop < req_per_host_.size())
+      if (!table_->isExpired(e, now_ms) && e.packets > 0 && e.next_hop < req_per_host_.size())
         ++req_per_host_[e.next_hop];
     });
   }
@@ -749,10 +1252,12 @@ void Worker::serveControl(uint32_t now_ms) {
 }
 
 std::vector<FlowRecord> Worker::dumpFlows(size_t limit, int timeout_ms) {
+  std::lock_guard caller(req_caller_mu_);
   std::unique_lock lk(req_mu_);
   req_limit_ = limit;
   req_done_ = false;
   request_.store(int(Request::kDump), std::memory_order_release);
+  kick();  // an idle worker sleeps in poll() up to 100 ms
   if (!req_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return req_done_; })) {
     request_.store(0, std::memory_order_release);
     return {};
@@ -761,10 +1266,12 @@ std::vector<FlowRecord> Worker::dumpFlows(size_t limit, int timeout_ms) {
 }
 
 std::optional<FlowRecord> Worker::lookupFlow(const FlowKey& key, int timeout_ms) {
+  std::lock_guard caller(req_caller_mu_);
   std::unique_lock lk(req_mu_);
   req_key_ = key;
   req_done_ = false;
   request_.store(int(Request::kLookup), std::memory_order_release);
+  kick();  // an idle worker sleeps in poll() up to 100 ms
   if (!req_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return req_done_; })) {
     request_.store(0, std::memory_order_release);
     return std::nullopt;
@@ -773,9 +1280,11 @@ std::optional<FlowRecord> Worker::lookupFlow(const FlowKey& key, int timeout_ms)
 }
 
 std::vector<uint64_t> Worker::flowsPerHost(int timeout_ms) {
+  std::lock_guard caller(req_caller_mu_);
   std::unique_lock lk(req_mu_);
   req_done_ = false;
   request_.store(int(Request::kPerHost), std::memory_order_release);
+  kick();  // an idle worker sleeps in poll() up to 100 ms
   if (!req_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return req_done_; })) {
     request_.store(0, std::memory_order_release);
     return std::vector<uint64_t>(opts_.host_count, 0);

@@ -19,12 +19,16 @@
 #include <sys/socket.h>
 
 #include "core/fd.h"
+#include "core/flow_advert.h"
 #include "core/flow_table.h"
+#include "core/policy.h"
+#include "core/protocol.h"
 #include "core/result.h"
 #include "core/spsc_ring.h"
 #include "slr/counters.h"
 #include "slr/fast_path.h"
 #include "slr/forwarding.h"
+#include "slr/mpsc_ring.h"
 
 namespace slr::router {
 
@@ -32,11 +36,50 @@ struct VipMatch {
   uint32_t net = 0, mask = 0;  // IPv4 host order
 };
 
-// Control thread -> worker: a lower SLR says where a flow's host is.
-struct ShortcutCmd {
+// FlowEntry::flags, as the workers use them.
+namespace flow_flags {
+inline constexpr uint8_t kFastPath = 0x01;   // installed (or to be re-added) in the kernel fast path
+inline constexpr uint8_t kAwaiting = 0x02;   // next_hop is only a fallback: hold (or drop) later packets
+inline constexpr uint8_t kShortcut = 0x04;   // next_hop is a shortcut endpoint
+inline constexpr uint8_t kMidstream = 0x08;  // next hop guessed for a segment without SYN, not learnt
+inline constexpr uint8_t kUpstreamShift = 4; // bits 4..7: [[upstream]] index + 1; 0 = arrived natively
+inline constexpr size_t kMaxUpstreams = 15;
+}  // namespace flow_flags
+
+// What the control side asks a worker to do.
+//   kShortcut  a lower SLR says the flow's host is `endpoint` (control thread)
+//   kResolve   WHOHAS answer: the flow's host is next_hop, or `endpoint` as a
+//              shortcut endpoint when next_hop is kNoNextHop (whohas thread)
+//   kMirror    hot spare: the active SLR has this flow (spare thread)
+//   kUnmirror  hot spare: it no longer has it (spare thread)
+//   kAdvert    another worker accepted an ICMP echo flow advertisement for
+//              host next_hop (workers; the kernel picks the TUN queue, so the
+//              flow's owner may be any worker)
+enum class CmdKind : uint8_t { kShortcut, kResolve, kMirror, kUnmirror, kAdvert };
+struct WorkerCmd {
+  CmdKind kind = CmdKind::kShortcut;
+  FlowState state = FlowState::kOther;  // kMirror: the flow's state at the main
+  uint16_t next_hop = kNoNextHop;       // kResolve/kMirror/kAdvert: [[host]] id; kNoNextHop = `endpoint` is a shortcut endpoint
   FlowKey key;
-  uint32_t endpoint = 0;  // host order: the host's tunnel address
+  uint32_t endpoint = 0;                // host order tunnel address
+  uint32_t label = 0;                   // kMirror
+  uint32_t age_ms = 0;                  // kMirror: how long ago the flow started (first_seen = now - age)
 };
+
+// Worker -> spare module: flow-table changes (sync_out).  Mirror commands
+// never produce events (no echo between the pair); neither do copies of a
+// flow another worker may own (FlowEntry::packets == 0) until a packet
+// reaches them.
+struct SyncEvent {
+  proto::SyncOp op = proto::SyncOp::kUpsert;  // kUpsert (new flow / next hop or state changed) or kRemove (expired)
+  FlowState state = FlowState::kOther;
+  uint16_t next_hop = proto::kNoHostId;  // host id, or proto::kNoHostId for a shortcut endpoint
+  FlowKey key;
+  uint32_t endpoint = 0;  // host order (0 when the next hop has no address now)
+  uint32_t label = 0;
+  uint32_t first_seen_ms = 0, t_ms = 0;  // worker clock (steady ms): flow start, event time
+};
+
 // Worker -> upstream session: tell the SLR above where a flow's host is.
 struct ShortcutOut {
   FlowKey key;
@@ -57,10 +100,11 @@ struct WorkerOptions {
   FastPath* fast_path = nullptr;  // kernel fast path, or nullptr (owned by the daemon)
 
   // Hierarchy.  upstream_sources[u]: tunnel source of [[upstream]] u (host
-  // order).  tunnel_rx: this worker terminates tunnels from them on its own
-  // raw IPIP socket.  Every raw socket sees every packet, so with
-  // tunnel_shards > 1 a socket filter keeps only the flows whose inner
-  // addresses and ports hash to tunnel_shard: each flow has one owner.
+  // order; at most flow_flags::kMaxUpstreams).  tunnel_rx: this worker
+  // terminates tunnels from them on its own raw IPIP socket.  Every raw
+  // socket sees every packet, so with tunnel_shards > 1 a socket filter keeps
+  // only the flows whose inner addresses and ports hash to tunnel_shard:
+  // each flow has one owner.
   std::vector<uint32_t> upstream_sources;
   bool tunnel_rx = false;
   uint16_t tunnel_shard = 0;
@@ -68,6 +112,17 @@ struct WorkerOptions {
   bool shortcut = false;             // [slr].shortcut
   uint32_t shortcut_wait_ms = 20;
   std::vector<int> upstream_wake;    // eventfd per upstream session: "shortcuts queued"
+
+  // Flows that survive failures.
+  const std::atomic<bool>* standby = nullptr;  // true while this SLR is a standby spare / recovering main:
+                                               // entries never expire (mirror pinned); on true->false every
+                                               // entry's last_seen is set to now (takeover), once.
+  bool sync_out = false;        // push SyncEvents
+  bool whohas = false;          // [[neighbor]] configured
+  uint32_t whohas_wait_ms = 50;
+  int whohas_wake = -1;         // eventfd written after pushing whohas keys in a batch
+  uint32_t midstream_wait_ms = 3000;
+  std::vector<std::vector<VipMatch>> host_authorised;  // [host id] = its [[host]].subnets (echo checks)
 };
 
 // A flow as shown by `slrctl flows`.
@@ -81,7 +136,36 @@ struct FlowRecord {
   uint32_t idle_ms;
   uint32_t age_ms;
   uint32_t packets;
+  uint16_t host_id;   // [[host]] id; kNoNextHop for a shortcut endpoint
+  bool midstream;     // next hop guessed (or still being looked for), not learnt from a SYN
+  bool awaiting;      // next hop not final yet (shortcut, WHOHAS answer or midstream wait pending)
 };
+
+// ---- pure decisions (unit-tested) ----
+
+// A segment without SYN of a flow this SLR does not know, `age_ms` after its
+// first packet: hold it for a WHOHAS answer, drop it (the client retransmits)
+// while an answer or a flow advertisement may still come, or send it to the
+// stateless table's guess.
+enum class MidstreamStep : uint8_t { kHold, kDrop, kGuess };
+MidstreamStep midstreamStep(uint32_t age_ms, bool whohas, uint32_t whohas_wait_ms,
+                            uint32_t midstream_wait_ms);
+
+// ICMP echo flow advertisement checks (the packet decoded with advert::decode == kOk).
+enum class EchoVerdict : uint8_t {
+  kApply,          // host_out is the [[host]] id the flow goes to
+  kMalformed,      // the advertisement does not describe this packet (client / VIP differ)
+  kRefusedHost,    // server is no up [[host]] (unknown, down, or a lower SLR)
+  kRefusedSubnet,  // that host is not authorised for the VIP
+  kConflict,       // the flow exists here, learnt, with another live next hop
+};
+// src/dst: the echo reply's addresses (host order).  existing: this worker's
+// entry for advert::keyOf(a), or nullptr.  An existing entry may be re-pointed
+// when it is midstream, already points at that host, or its next hop is down.
+EchoVerdict judgeEchoAdvert(const advert::FlowAdvert& a, uint32_t src, uint32_t dst,
+                            const std::vector<NextHop>& next_hops,
+                            const std::vector<std::vector<VipMatch>>& host_authorised,
+                            const FlowEntry* existing, uint16_t& host_out);
 
 class Worker {
  public:
@@ -102,17 +186,32 @@ class Worker {
   // between batches (it owns the table); waits at most timeout_ms.
   std::vector<FlowRecord> dumpFlows(size_t limit, int timeout_ms);
   // Control thread: number of live flows per host id (draining/status).
+  // Copies that never saw a packet here (packets == 0) are not counted.
   std::vector<uint64_t> flowsPerHost(int timeout_ms);
   // Control thread: the flow's record if this worker has it.
   std::optional<FlowRecord> lookupFlow(const FlowKey& key, int timeout_ms);
 
-  // Control thread (the only producer): a lower SLR's shortcut.  False when
-  // the queue is full (the flow then keeps its path through the lower SLR).
-  // kick() wakes the worker once after a batch of posts.
-  bool postShortcut(const ShortcutCmd& c) { return cmds_->push(c); }
+  // Commands, routed by kind to one ring per producer (after init()):
+  //   kShortcut          SPSC, the control thread
+  //   kMirror/kUnmirror  SPSC, the spare thread
+  //   kResolve/kAdvert   MPSC, the whohas thread and the other workers
+  // False when the ring is full (counted by the caller).  kick() wakes the
+  // worker once after a batch of posts.
+  bool post(const WorkerCmd& c);
   void kick();
+  // The other workers (all of them, this one included or not), for echo
+  // advertisements: a flow's owner is whichever worker the kernel picks.
+  // Call before run(); not changed afterwards.
+  void setPeers(std::vector<Worker*> peers) { peers_ = std::move(peers); }
+
   // Upstream session u's thread (the only consumer of ring u).
   SpscRing<ShortcutOut>& shortcutsOut(size_t u) { return *out_[u]; }
+  // Spare module thread (the only consumer): flow-table changes (sync_out).
+  SpscRing<SyncEvent>& syncOut() { return *sync_; }
+  // True once after the sync ring overflowed (events were lost: resync).
+  bool takeSyncOverflow() { return sync_overflow_.exchange(false, std::memory_order_acq_rel); }
+  // Whohas module thread (the only consumer): keys of mid-stream flows to ask about.
+  SpscRing<FlowKey>& whohasOut() { return *whohas_out_; }
 
   // next_hop values >= kShortcutBase name a shortcut endpoint, not a host.
   static constexpr uint16_t kShortcutBase = 0x8000;
@@ -120,31 +219,46 @@ class Worker {
  private:
   struct Packet;
   struct Held;
+  enum class Signal : uint8_t { kSent, kRelayed, kResignalled };
   void processBatch(size_t n, uint32_t now_ms);
   size_t readTunnel();  // recvmmsg from the raw IPIP socket into pkts_; returns count
   bool hold(const Packet& p, uint32_t now_ms);
-  void releaseHeld(const FlowKey& key, uint32_t endpoint);
+  void releaseHeld(const FlowKey& key, uint32_t endpoint, bool shortcut);
   void expireHeld(uint32_t now_ms);
+  void expireHeldFlow(size_t slot, uint32_t now_ms);
   void queueTx(std::byte* frame, size_t inner_len, uint32_t dst);
   void applyShortcuts(uint32_t now_ms);
-  void signalUp(const FlowEntry& e, uint32_t endpoint, bool relay);
+  void applyResolves(uint32_t now_ms);
+  void applyMirrors(uint32_t now_ms);
+  void signalUp(FlowEntry& e, uint32_t endpoint, Signal kind);
   uint32_t endpointOf(uint16_t nh) const;
+  uint32_t endpointOrZero(uint16_t nh) const;  // endpointOf, 0 when the next hop is unknown now
   uint16_t internEndpoint(uint32_t endpoint);  // kNoNextHop when the intern table is full
   // Returns true if the packet was queued for transmission.
   bool forward(Packet& p, uint32_t now_ms);
+  bool transmit(Packet& p, size_t vip, uint16_t nh);
+  bool midstreamWait(Packet& p, FlowEntry& e, size_t vip, uint32_t now_ms);
+  bool echoAdvert(Packet& p, size_t vip, uint32_t now_ms);
+  bool applyAdvert(const FlowKey& key, uint16_t host, uint32_t now_ms);
+  void repoint(FlowEntry& e, uint16_t nh, uint32_t now_ms);
+  void guessMidstream(FlowEntry& e, size_t vip, uint32_t now_ms);
   uint16_t pick(const RouteEntry& rt, const Packet& p);
   size_t vipOf(uint32_t dst) const;  // index into opts_.vips; size() = not a VIP
   bool alive(uint16_t nh) const;     // a shortcut endpoint, or a next hop that is up
-  void stopAwaiting(FlowEntry& e, size_t vip);
+  bool isHost(uint16_t nh) const;    // an up next hop that is a host (not a lower SLR)
+  void stopAwaiting(FlowEntry& e, size_t vip, uint32_t now_ms);
+  void sync(const FlowEntry& e, proto::SyncOp op, uint32_t now_ms);
   FlowRecord record(const FlowEntry& e, uint32_t now_ms) const;
   void sendTooBig(const std::byte* inner, size_t inner_len);
   void flush();
   void serveControl(uint32_t now_ms);
   uint32_t nowMs() const;
   void installFastPath(FlowEntry& e, uint16_t vip, uint16_t via = kNoNextHop);
+  void reinstallFastPath(FlowEntry& e, uint16_t vip);
   void withdrawFromFastPath(const ForwardingSnapshot& old);
   void mergeFastPath(FlowRecord& r, uint32_t now_ms) const;
-  static bool refreshFromFastPath(void* self, FlowEntry& e, uint32_t now_ms);
+  static bool onExpiry(void* self, FlowEntry& e, uint32_t now_ms);
+  void checkStandby(uint32_t now_ms);
 
   WorkerOptions opts_;
   const SnapshotHolder& snapshots_;
@@ -170,15 +284,28 @@ class Worker {
   uint32_t icmp_tokens_ = 0;
   uint32_t icmp_refill_ms_ = 0;
 
-  // Shortcuts.
-  UniqueFd wake_;  // eventfd: postShortcut() wakes the worker
-  std::unique_ptr<SpscRing<ShortcutCmd>> cmds_;
+  // Commands and shortcuts.
+  UniqueFd wake_;  // eventfd: post() + kick() wake the worker
+  std::unique_ptr<SpscRing<WorkerCmd>> shortcut_cmds_;
+  std::unique_ptr<SpscRing<WorkerCmd>> mirror_cmds_;
+  std::unique_ptr<MpscRing<WorkerCmd>> resolve_cmds_;
+  std::vector<Worker*> peers_;
   std::vector<std::unique_ptr<SpscRing<ShortcutOut>>> out_;  // per upstream
   std::vector<bool> out_pending_;                            // per upstream, this batch
   std::vector<uint32_t> endpoints_;                          // shortcut endpoint by index
   std::unique_ptr<Held[]> held_;                             // FIFO of held packets
   std::unique_ptr<std::byte[]> held_bufs_;
   size_t held_head_ = 0, held_count_ = 0;
+
+  // Recovery.
+  std::unique_ptr<SpscRing<SyncEvent>> sync_;
+  std::atomic<bool> sync_overflow_{false};
+  std::unique_ptr<SpscRing<FlowKey>> whohas_out_;
+  bool whohas_pending_ = false;   // keys pushed this iteration: wake the whohas thread
+  bool standby_ = false;          // opts_.standby as of this iteration
+  bool table_was_full_ = false;   // an insert was refused at full_ms_
+  uint32_t full_ms_ = 0;
+  uint32_t now_ms_ = 0;           // this iteration's clock, for the expiry hook
 
   std::unique_ptr<WorkerCounters> counters_;
   std::vector<ObjectCounters> vip_counters_;
@@ -188,6 +315,9 @@ class Worker {
   enum class Request { kNone, kDump, kPerHost, kLookup };
   std::atomic<int> request_{0};
   std::mutex req_mu_;
+  // One request at a time: the status, whohas and spare threads all ask, and
+  // the request slot (req_key_, req_done_...) is single.
+  std::mutex req_caller_mu_;
   std::condition_variable req_cv_;
   size_t req_limit_ = 0;
   bool req_done_ = false;

@@ -50,6 +50,21 @@ void decodeAll(MsgType type, std::span<const std::byte> body) {
     case MsgType::kShortcut:
       if (auto m = decodeShortcut(body); m.ok()) checkCanonical(*m, body);
       break;
+    case MsgType::kFlowSync:
+      if (auto m = decodeFlowSync(body); m.ok()) checkCanonical(*m, body);
+      break;
+    case MsgType::kSyncAck:
+      if (auto m = decodeSyncAck(body); m.ok()) checkCanonical(*m, body);
+      break;
+    case MsgType::kHeartbeat:
+      if (auto m = decodeHeartbeat(body); m.ok()) checkCanonical(*m, body);
+      break;
+    case MsgType::kWhohas:
+      if (auto m = decodeWhohas(body); m.ok()) checkCanonical(*m, body);
+      break;
+    case MsgType::kIhave:
+      if (auto m = decodeIhave(body); m.ok()) checkCanonical(*m, body);
+      break;
   }
 }
 
