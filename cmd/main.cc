@@ -3,18 +3,22 @@
 //
 // Exit codes (documented in slrctl(8)):
 //   0 ok, 1 runtime error, 2 usage or config error, 3 daemon not reachable,
-//   4 check failed / `explain`: no next hop would be chosen.
+//   4 check failed / `explain`: no next hop would be chosen / `drain --wait`:
+//     flows left at the timeout.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "cmd/tables.h"
 #include "core/config.h"
@@ -249,6 +253,91 @@ int explain(const std::string& socket_opt, const std::string& request, bool as_j
   return chosen ? kExitOk : kExitNegative;
 }
 
+// The live flows the SLR reports for host `name` (hosts[i].flows); -1 when
+// the host is not in the answer.
+long long hostFlows(const nlohmann::json& hosts, const std::string& name) {
+  for (const auto& h : hosts.value("hosts", nlohmann::json::array())) {
+    if (h.value("name", std::string()) == name || (h.contains("id") && h["id"].dump() == name))
+      return h.value("flows", 0LL);
+  }
+  return -1;
+}
+
+// drain / undrain NAME on an SLR (NAME: [[host]] name or id), or without NAME
+// on a host agent (the host drains itself).  --wait (drain only): poll
+// `hosts` once a second until the host has no flows left (exit 0) or the
+// timeout passes (exit kExitNegative), printing the remaining count.
+int drainCmd(const std::string& socket_opt, bool drain, const std::string& name, bool wait,
+             double wait_s, bool as_json) {
+  const std::string verb = drain ? "drain" : "undrain";
+  if (wait && name.empty()) {
+    std::cerr << "slrctl " << verb << ": --wait needs NAME (a host of an SLR)\n";
+    return kExitUsage;
+  }
+  if (wait && !(wait_s > 0)) {
+    std::cerr << "slrctl " << verb << ": --wait: expected SECONDS > 0\n";
+    return kExitUsage;
+  }
+  nlohmann::json j;
+  std::string p;
+  if (int rc = fetch(socket_opt, name.empty() ? verb : verb + " " + name, j, p); rc != kExitOk) return rc;
+  if (j.contains("error")) {
+    std::cerr << "slrctl " << verb << ": " << p << ": " << errorText(j["error"]) << '\n';
+    return kExitRuntime;
+  }
+  const std::string host = j.value("host", name.empty() ? std::string("this host") : name);
+  if (!wait) {
+    if (as_json) {
+      std::cout << j.dump(2) << '\n';
+    } else {
+      std::cout << host << (drain ? " drained: no new flows" : " undrained: takes new flows again");
+      if (j.contains("flows")) std::cout << "; " << j["flows"].dump() << " flow(s) now";
+      std::cout << '\n';
+    }
+    return kExitOk;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::milliseconds(static_cast<long long>(wait_s * 1000));
+  long long flows = j.value("flows", -1LL);
+  long long shown = -2;
+  for (;;) {
+    if (flows >= 0 && flows != shown && !as_json) {
+      std::cout << host << ": " << flows << " flow(s) remaining" << std::endl;
+      shown = flows;
+    }
+    if (flows == 0) break;
+    if (Clock::now() >= deadline) {
+      if (as_json) {
+        j["flows"] = flows;
+        j["timeout"] = true;
+        std::cout << j.dump(2) << '\n';
+      }
+      std::cerr << "slrctl drain: " << host << " still has " << flows << " flow(s) after " << wait_s
+                << "s\n";
+      return kExitNegative;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    nlohmann::json hj;
+    std::string hp;
+    if (int rc = fetch(p, "hosts", hj, hp); rc != kExitOk) return rc;
+    flows = hostFlows(hj, host);
+    if (flows < 0) {
+      std::cerr << "slrctl drain: " << p << ": host " << host << " is not in the `hosts` answer\n";
+      return kExitRuntime;
+    }
+  }
+  const auto waited = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count();
+  if (as_json) {
+    j["flows"] = 0;
+    j["waited_s"] = waited;
+    std::cout << j.dump(2) << '\n';
+  } else {
+    std::cout << host << ": drained, no flows left (waited " << waited << "s)\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -293,6 +382,23 @@ int main(int argc, char** argv) {
   explain_cmd->add_option("SRC", ex_src, "client ADDRESS[:PORT] (port required for tcp and udp)")->required();
   explain_cmd->add_option("DST", ex_dst, "destination (VIP) ADDRESS[:PORT] (port required for tcp and udp)")
       ->required();
+  std::string drain_name;
+  std::string drain_wait = "300";
+  auto* drain_cmd = app.add_subcommand(
+      "drain", "stop giving new flows to a host (SLR: NAME; host agent: no NAME, drains itself)");
+  auto* undrain_cmd = app.add_subcommand("undrain", "give a drained host new flows again");
+  for (auto* c : {drain_cmd, undrain_cmd}) {
+    c->add_option("-s,--socket", socket_path, "status socket (default: /run/slrctl/slr.sock, then host.sock)");
+    c->add_flag("--json", as_json, "print the daemon's JSON document");
+    c->add_option("NAME", drain_name, "the SLR's [[host]] name (or id); omit on a host agent");
+  }
+  auto* wait_opt = drain_cmd
+                       ->add_option("--wait", drain_wait,
+                                    "wait until the host has no flows left (at most SECONDS, default 300); "
+                                    "exit 4 on timeout")
+                       ->expected(0, 1)
+                       ->default_str("300")
+                       ->type_name("[=SECONDS]");
   auto* version_cmd = app.add_subcommand("version", "print the version");
 
   try {
@@ -337,6 +443,24 @@ int main(int argc, char** argv) {
   if (hosts_cmd->parsed()) return query(socket_path, "hosts", as_json, slr::cli::printHosts);
   if (flows_cmd->parsed())
     return query(socket_path, "flows " + std::to_string(limit), as_json, slr::cli::printFlows);
+  if (drain_cmd->parsed()) {
+    // `drain --wait host1`: the optional value took the name.
+    double wait_s = 300;
+    if (!drain_wait.empty()) {
+      char* end = nullptr;
+      wait_s = std::strtod(drain_wait.c_str(), &end);
+      if (end == drain_wait.c_str() || *end != '\0') {
+        if (!drain_name.empty()) {
+          std::cerr << "slrctl drain: --wait: expected SECONDS, got '" << drain_wait << "'\n";
+          return kExitUsage;
+        }
+        drain_name = drain_wait;
+        wait_s = 300;
+      }
+    }
+    return drainCmd(socket_path, true, drain_name, wait_opt->count() > 0, wait_s, as_json);
+  }
+  if (undrain_cmd->parsed()) return drainCmd(socket_path, false, drain_name, false, 0, as_json);
   if (explain_cmd->parsed()) {
     std::string request, err;
     if (!explainRequest(ex_proto, ex_src, ex_dst, request, err)) {

@@ -85,8 +85,24 @@ void printStatus(const json& j, std::ostream& out) {
         << get(j, "tunnel_device") << ", " << get(j, "tunnel_address") << ")  load "
         << get(j, "load") << " (" << get(j, "load_source") << ")\n";
     out << "subnets:";
-    for (const auto& s : j.value("subnets", json::array())) out << ' ' << str(s);
+    // {prefix, available} (older agents: plain prefix strings).
+    for (const auto& s : j.value("subnets", json::array())) {
+      if (!s.is_object()) {
+        out << ' ' << str(s);
+        continue;
+      }
+      out << ' ' << get(s, "prefix") << (s.value("available", true) ? "" : " (unavailable)");
+    }
+    if (j.value("drained", false)) out << "  DRAINED";
     out << "\n\n";
+    if (!j.value("checks", json::array()).empty()) {
+      Table c({"CHECK", "TYPE", "HEALTHY", "FOR", "PASSES", "FAILURES", "LAST RESULT"});
+      for (const auto& k : j["checks"])
+        c.add({get(k, "name"), get(k, "type"), get(k, "healthy"), get(k, "since_s") + "s", get(k, "passes"),
+               get(k, "failures"), get(k, "last_result")});
+      c.print(out);
+      out << '\n';
+    }
     Table t({"SLR", "ADDRESS", "STATE", "UPDATES", "LAST ERROR"});
     for (const auto& s : j.value("slrs", json::array()))
       t.add({get(s, "name"), get(s, "address"), get(s, "state"), get(s, "updates_sent"),
@@ -98,6 +114,15 @@ void printStatus(const json& j, std::ostream& out) {
       const json kd = j["kernel_decap"];
       out << "kernel decapsulation: " << get(kd, "state");
       if (kd.value("enabled", false)) out << "; " << get(kd, "packets") << " packets in the kernel";
+      out << '\n';
+    }
+    if (j.contains("recovery")) {
+      const json r = j["recovery"];
+      out << "flow recovery: " << get(r, "state");
+      if (r.value("enabled", false))
+        out << "; " << get(r, "watched") << " watched, " << get(r, "stalled") << " stalled, "
+            << get(r, "echoes_sent") << " echoes sent, " << get(r, "replies_received") << " replies, "
+            << get(r, "recovered") << " recovered";
       out << '\n';
     }
     Table d({"DROP REASON", "PACKETS"});
@@ -198,6 +223,19 @@ void printStatus(const json& j, std::ostream& out) {
                          {"hold_timeouts", "hold timeouts"},
                          {"hold_overflow", "not held (overflow)"}});
   }
+  if (j.contains("whohas") && j["whohas"].is_object() && j["whohas"].value("enabled", false)) {
+    const json w = j["whohas"];
+    out << "\nwhohas: wait " << get(w, "wait_ms") << "ms, scope " << get(w, "scope") << "; asked "
+        << get(w, "asked") << ", resolved " << get(w, "resolved") << ", answers found "
+        << get(w, "answered_found") << " / unknown " << get(w, "answered_unknown") << ", refused "
+        << get(w, "refused") << ", timeouts " << get(w, "timeouts") << "; served "
+        << get(w, "queries_served") << " (found " << get(w, "served_found") << ")\n";
+    Table n({"NEIGHBOR", "ADDRESS", "STATE", "ASKS US", "LAST ERROR"});
+    for (const auto& e : w.value("neighbors", json::array()))
+      n.add({get(e, "name"), get(e, "address"), get(e, "state"), get(e, "inbound"),
+             getOrDash(e, "last_error")});
+    n.print(out);
+  }
   if (j.contains("policy_functions") && j["policy_functions"].is_object()) {
     const json pf = j["policy_functions"];
     std::string state = getOrDash(pf, "lua");
@@ -212,8 +250,10 @@ void printStatus(const json& j, std::ostream& out) {
 }
 
 void printHosts(const json& j, std::ostream& out) {
-  Table t({"HOST", "ROLE", "TUNNEL", "STATE", "SUBNET", "LOAD", "COST", "SHARE", "ACTIVE", "FLOWS",
-           "PACKETS", "LAST UPDATE", "NOTE"});
+  // FLOWS: live flows now; TOTAL: assigned since start.  A daemon from
+  // before `flows_total` reported live flows as active_flows.
+  Table t({"HOST", "ROLE", "TUNNEL", "STATE", "DRAINED", "SUBNET", "LOAD", "COST", "SHARE", "FLOWS",
+           "TOTAL", "PACKETS", "LAST UPDATE", "NOTE"});
   for (const auto& h : j.value("hosts", json::array())) {
     std::string ago = h.contains("last_update_ms_ago") && !h["last_update_ms_ago"].is_null()
                           ? str(h["last_update_ms_ago"]) + "ms ago"
@@ -221,17 +261,21 @@ void printHosts(const json& j, std::ostream& out) {
     const json subs = h.value("subnets", json::array());
     std::string note = getOrDash(h, "last_error");
     std::string state = hopState(h);
+    const bool new_keys = h.contains("flows_total");
+    const std::string live = new_keys ? get(h, "flows") : get(h, "active_flows");
+    const std::string total = new_keys ? get(h, "flows_total") : get(h, "flows");
+    const std::string drained = get(h, "drained");
     if (subs.empty()) {
-      t.add({get(h, "name"), get(h, "role"), get(h, "tunnel_address"), state, "-", "-", "-", "-",
-             get(h, "active_flows"), get(h, "flows"), get(h, "packets"), ago, note});
+      t.add({get(h, "name"), get(h, "role"), get(h, "tunnel_address"), state, drained, "-", "-", "-",
+             "-", live, total, get(h, "packets"), ago, note});
     }
     bool first = true;
     for (const auto& s : subs) {
       t.add({first ? get(h, "name") : "", first ? get(h, "role") : "",
-             first ? get(h, "tunnel_address") : "", first ? state : "", get(s, "prefix"),
-             get(s, "load"), get(s, "cost"), percent(s, "share"),
-             first ? get(h, "active_flows") : "", first ? get(h, "flows") : "",
-             first ? get(h, "packets") : "", first ? ago : "", first ? note : ""});
+             first ? get(h, "tunnel_address") : "", first ? state : "", first ? drained : "",
+             get(s, "prefix"), get(s, "load"), get(s, "cost"), percent(s, "share"),
+             first ? live : "", first ? total : "", first ? get(h, "packets") : "",
+             first ? ago : "", first ? note : ""});
       first = false;
     }
   }
