@@ -337,8 +337,17 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
   std::string last_load_error;
   auto last_load_log = Clock::now() - std::chrono::hours(1);
   auto next = Clock::now() + interval;
+  std::vector<bool> was_registered(st.sessions.size(), false);
   while (!stop.load()) {
     auto now = Clock::now();
+    // A session that (re)registers re-arms flow recovery's echoes: the SLR
+    // that now gets the clients' packets can accept our advertisements only
+    // once it knows this host.
+    for (size_t i = 0; i < st.sessions.size(); ++i) {
+      const bool reg = st.sessions[i]->snapshot().state == SessionState::kRegistered;
+      if (reg && !was_registered[i] && recovery) recovery->rearm();
+      was_registered[i] = reg;
+    }
     if (now < next) {
       std::this_thread::sleep_for(std::min<Clock::duration>(next - now, milliseconds(100)));
       continue;

@@ -303,6 +303,14 @@ void RecoveryWatcher::run() {
     }
     last_scan_error.clear();
     const int64_t now = nowMs();
+    if (rearm_.exchange(false, std::memory_order_relaxed)) {
+      for (auto& [id, t] : conns) {
+        if (t.stalled && !t.gave_up) {
+          t.echoes = 0;
+          t.last_echo_ms = 0;
+        }
+      }
+    }
     present.clear();
     uint64_t stalled = 0, watched = 0;
     for (const auto& s : *socks) {

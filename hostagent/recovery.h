@@ -127,6 +127,10 @@ class RecoveryWatcher {
   void start();
   void stop();
   RecoveryCounters counters() const;
+  // An SLR session (re)registered: the path to the SLRs may work again, so
+  // stalled connections get a fresh echo budget (max_echoes) at the next
+  // scan.  An outage longer than max_echoes x interval then still recovers.
+  void rearm() { rearm_.store(true, std::memory_order_relaxed); }
 
  private:
   RecoveryWatcher(const config::RecoveryConfig& cfg, std::vector<Prefix> subnets,
@@ -138,6 +142,7 @@ class RecoveryWatcher {
   IpAddress tunnel_address_;
   UniqueFd raw_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> rearm_{false};
   std::thread thread_;
   // Written by the watcher thread only.
   std::atomic<uint64_t> watched_{0}, stalled_{0}, stalls_{0}, echoes_sent_{0}, replies_{0}, nudges_{0},

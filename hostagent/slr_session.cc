@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <optional>
 
 #include "core/fd.h"
@@ -22,8 +23,17 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr milliseconds kSlice{200};  // longest wait before re-checking stop
-constexpr milliseconds kBackoffMin{1000};
+// A restarted SLR is back within a second or so, and until its hosts
+// re-register it can neither forward new flows nor accept their flow
+// advertisements: retry soon, then back off.  Jitter keeps a farm of hosts
+// from reconnecting in lockstep.
+constexpr milliseconds kBackoffMin{200};
 constexpr milliseconds kBackoffMax{10000};
+
+milliseconds jittered(milliseconds d) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  return milliseconds(d.count() * 3 / 4 + int64_t(rng() % uint64_t(d.count() / 2 + 1)));
+}
 
 const char* errorCodeName(uint16_t code) {
   switch (code) {
@@ -130,11 +140,11 @@ void SlrSession::run() {
     if (stop_.load()) break;
     {
       std::lock_guard lk(mu_);
-      LOG_INFO("control", "slr " + p_.peer.name + ": reconnecting in " +
-                              std::to_string(backoff.count() / 1000) + "s" +
+      LOG_INFO("control", "slr " + p_.peer.name + ": reconnecting in about " +
+                              std::to_string(backoff.count()) + "ms" +
                               (snap_.last_error.empty() ? "" : " (" + snap_.last_error + ")"));
     }
-    if (!sleepInterruptible(backoff)) break;
+    if (!sleepInterruptible(jittered(backoff))) break;
     backoff = std::min(backoff * 2, kBackoffMax);
   }
 }

@@ -3,7 +3,7 @@
 // with our certificate (peer CN must be the configured SLR name), HELLO,
 // wait for HELLO_ACK, then an UPDATE every update_interval until the
 // connection fails or the SLR sends ERROR.  Reconnects with exponential
-// backoff (1 s .. 10 s, reset after a successful registration).
+// backoff (0.2 s .. 10 s with jitter, reset after a successful registration).
 //
 // Threads: run() is the session thread; snapshot() may be called from any
 // thread (status socket).  The load value is read from a shared atomic the
