@@ -136,6 +136,8 @@ TEST(ConfigExamples, ExamplesShowTheDefaults) {
   EXPECT_EQ(ex->regions.size(), def->regions.size());
   EXPECT_EQ(ex->vips[0].cls, def->vips[0].cls);
   EXPECT_EQ(ex->hosts[0].standby, def->hosts[0].standby);
+  EXPECT_EQ(ex->hosts[0].drained, def->hosts[0].drained);
+  EXPECT_EQ(ex->flows.midstream_wait, def->flows.midstream_wait);
 
   auto hex = loadHostConfig(std::string(SLR_SOURCE_DIR) + "/packaging/examples/host.toml");
   auto hdef = loadHostConfigFromString(kHostBase, "h.toml");
@@ -146,6 +148,12 @@ TEST(ConfigExamples, ExamplesShowTheDefaults) {
   EXPECT_EQ(hex->load.max_connections, hdef->load.max_connections);
   EXPECT_EQ(hex->host.shortcut_sources, hdef->host.shortcut_sources);
   EXPECT_EQ(hex->subnet_load_scale, hdef->subnet_load_scale);
+  EXPECT_EQ(hex->recovery.enabled, hdef->recovery.enabled);
+  EXPECT_EQ(hex->recovery.stall_after, hdef->recovery.stall_after);
+  EXPECT_EQ(hex->recovery.give_up, hdef->recovery.give_up);
+  EXPECT_EQ(hex->recovery.interval, hdef->recovery.interval);
+  EXPECT_EQ(hex->recovery.max_echoes, hdef->recovery.max_echoes);
+  EXPECT_EQ(hex->checks.size(), hdef->checks.size());
 }
 
 // ------------------------------------------------------------ defaults ----
