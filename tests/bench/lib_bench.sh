@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# lib_bench.sh: what netbench.sh and netbench_hier.sh share.  Source it first
-# thing (before tests/e2e/lib.sh or lib_hier.sh):
+# lib_bench.sh: what netbench.sh, netbench_hier.sh and netbench_spare.sh
+# share.  Source it first thing (before tests/e2e/lib.sh, lib_hier.sh or
+# lib_pair.sh):
 #   BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 #   . "$BENCH_DIR/lib_bench.sh"
 # It sets the common option defaults; the script sets BULK_BYTES and PATHS
@@ -116,6 +117,14 @@ bench_server() {
 # crr_ok TARGET: one short connections/s run completes at least one connection.
 # shellcheck disable=SC2317  # called through wait_for
 crr_ok() { ns cli "$SLRBENCH" crr --target "$1" --duration 0.3 --concurrency 1 --timeout-ms 500 >/dev/null 2>&1; }
+
+# crr_cli TARGET: one connections/s run from cli (--duration, --concurrency);
+# prints its JSON.  The CRR of netbench.sh's and netbench_spare.sh's bench_measure.
+# shellcheck disable=SC2317  # called through bench_measure
+crr_cli() {
+  ns cli timeout $(( ${DURATION%.*} + 20 )) "$SLRBENCH" crr --target "$1" \
+    --duration "$DURATION" --concurrency "$CONCURRENCY" 2>>"$RUN_DIR/client.log"
+}
 
 # bench_measure PATH TARGET CRR KEEP_GOING: RUNS x (crr, bulk) into
 # $RESULTS/PATH.{crr,bulk}.jsonl.  `CRR TARGET` runs one connections/s run

@@ -102,13 +102,6 @@ for i in 1 2; do
 done
 ok "slrbench servers up in h1, h2"
 
-# crr_cli TARGET: one connections/s run from cli; prints its JSON.
-# shellcheck disable=SC2317  # called through bench_measure
-crr_cli() {
-  ns cli timeout $(( ${DURATION%.*} + 20 )) "$SLRBENCH" crr --target "$1" \
-    --duration "$DURATION" --concurrency "$CONCURRENCY" 2>>"$RUN_DIR/client.log"
-}
-
 # measure PATH TARGET: RUNS x (crr, bulk) into $RESULTS/PATH.{crr,bulk}.jsonl;
 # the first failed run ends the path (return 1).
 measure() { bench_measure "$1" "$2" crr_cli 0 && diag "$1"; }
