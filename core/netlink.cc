@@ -551,11 +551,11 @@ std::string AddrInfo::str() const {
   return address.str() + "/" + std::to_string(prefix_len) + " dev " + ifName(ifindex);
 }
 
-Message buildAddress(uint16_t rtm_type, int ifindex, const IpAddress& address, uint8_t prefix_len) {
-  const bool del = rtm_type == RTM_DELADDR;
-  std::string what = std::string(del ? "RTM_DELADDR " : "RTM_NEWADDR ") + address.str() + "/" +
-                     std::to_string(prefix_len) + " dev " + ifName(ifindex);
-  MessageBuilder b(rtm_type, del ? 0 : uint16_t(NLM_F_CREATE | NLM_F_EXCL), std::move(what), 512);
+namespace {
+
+// What every RTM_NEWADDR/RTM_DELADDR carries: the ifaddrmsg header (universe
+// scope) and the address as both IFA_LOCAL and IFA_ADDRESS.
+void putAddressHeader(MessageBuilder& b, int ifindex, const IpAddress& address, uint8_t prefix_len) {
   auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(b.hdr(), sizeof(ifaddrmsg)));
   ifa->ifa_family = uint8_t(afOf(address.family));
   ifa->ifa_prefixlen = prefix_len;
@@ -563,6 +563,16 @@ Message buildAddress(uint16_t rtm_type, int ifindex, const IpAddress& address, u
   ifa->ifa_scope = RT_SCOPE_UNIVERSE;
   putAddr(b.hdr(), IFA_LOCAL, address);
   putAddr(b.hdr(), IFA_ADDRESS, address);
+}
+
+}  // namespace
+
+Message buildAddress(uint16_t rtm_type, int ifindex, const IpAddress& address, uint8_t prefix_len) {
+  const bool del = rtm_type == RTM_DELADDR;
+  std::string what = std::string(del ? "RTM_DELADDR " : "RTM_NEWADDR ") + address.str() + "/" +
+                     std::to_string(prefix_len) + " dev " + ifName(ifindex);
+  MessageBuilder b(rtm_type, del ? 0 : uint16_t(NLM_F_CREATE | NLM_F_EXCL), std::move(what), 512);
+  putAddressHeader(b, ifindex, address, prefix_len);
   return std::move(b).finish();
 }
 
@@ -584,13 +594,7 @@ Message buildAddressLease(int ifindex, const IpAddress& address, uint8_t prefix_
                      " dev " + ifName(ifindex) + " valid_lft " +
                      (valid_s == kForever ? std::string("forever") : std::to_string(valid_s));
   MessageBuilder b(RTM_NEWADDR, uint16_t(NLM_F_CREATE | NLM_F_REPLACE), std::move(what), 512);
-  auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(b.hdr(), sizeof(ifaddrmsg)));
-  ifa->ifa_family = uint8_t(afOf(address.family));
-  ifa->ifa_prefixlen = prefix_len;
-  ifa->ifa_index = uint32_t(ifindex);
-  ifa->ifa_scope = RT_SCOPE_UNIVERSE;
-  putAddr(b.hdr(), IFA_LOCAL, address);
-  putAddr(b.hdr(), IFA_ADDRESS, address);
+  putAddressHeader(b, ifindex, address, prefix_len);
   ifa_cacheinfo ci{};
   // The kernel refuses preferred > valid (EINVAL).
   ci.ifa_valid = valid_s;

@@ -1,10 +1,8 @@
 #include "hostagent/health.h"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,8 +14,7 @@
 
 #include "core/fd.h"
 #include "core/log.h"
-
-extern char** environ;
+#include "hostagent/shell.h"
 
 namespace slr::host {
 namespace {
@@ -167,36 +164,14 @@ class CheckRun {
   }
 
   void spawn() {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    // Own process group, so a timeout kills the shell AND what it started.
-    posix_spawnattr_setpgroup(&attr, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    sigset_t dfl;
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    sigaddset(&dfl, SIGTERM);
-    sigaddset(&dfl, SIGINT);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    const char* argv[] = {"/bin/sh", "-c", c_.command.c_str(), nullptr};
-    pid_t pid = -1;
-    int rc = ::posix_spawn(&pid, "/bin/sh", &fa, &attr, const_cast<char* const*>(argv), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) return fail(std::string("spawn /bin/sh: ") + std::strerror(rc));
-    pid_ = pid;
+    auto pid = spawnShell(c_.command);
+    if (!pid) return fail(pid.error().message());
+    pid_ = *pid;
     phase_ = Phase::kRunning;
     // A pidfd becomes readable when the child exits (Linux >= 5.3); older
     // kernels fall back to checking every kCommandTick.
 #ifdef SYS_pidfd_open
-    int pfd = int(::syscall(SYS_pidfd_open, pid, 0));
+    int pfd = int(::syscall(SYS_pidfd_open, pid_, 0));
     if (pfd >= 0) fd_.reset(pfd);
 #endif
     reapCommand(false);

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,8 +16,7 @@
 #include "core/fd.h"
 #include "core/protocol.h"
 #include "core/sock_diag.h"
-
-extern char** environ;
+#include "hostagent/shell.h"
 
 namespace slr::host {
 namespace {
@@ -138,31 +136,9 @@ Result<std::string> runCommandOutput(const std::string& command, std::chrono::mi
   if (::pipe2(pipefd, O_CLOEXEC) < 0) return sysError(op + ": pipe");
   UniqueFd rd(pipefd[0]), wr(pipefd[1]);
 
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, wr.get(), 1);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // Own process group, so a timeout kills the shell AND what it started.
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t dfl;
-  sigemptyset(&dfl);
-  sigaddset(&dfl, SIGPIPE);
-  sigaddset(&dfl, SIGTERM);
-  sigaddset(&dfl, SIGINT);
-  posix_spawnattr_setsigdefault(&attr, &dfl);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, "/bin/sh", &fa, &attr, const_cast<char* const*>(argv), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return sysError(op + ": spawn /bin/sh", rc);
+  auto spawned = spawnShell(command, wr.get());
+  if (!spawned) return sysError(op + ": " + spawned.error().op, spawned.error().code);
+  const pid_t pid = *spawned;
   wr.reset();
 
   auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -1,20 +1,17 @@
 #include "hostagent/slr_session.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <random>
 #include <optional>
 
 #include "core/fd.h"
 #include "core/log.h"
+#include "core/tcp_connect.h"
 
 namespace slr::host {
 namespace {
@@ -151,45 +148,6 @@ void SlrSession::run() {
 
 namespace {
 
-// Non-blocking TCP connect with a deadline and keepalive/user-timeout so a
-// dead SLR is noticed even though the SLR never sends periodic messages.
-Result<UniqueFd> tcpConnect(const config::Endpoint& ep, milliseconds timeout,
-                            milliseconds update_interval, const std::atomic<bool>& stop) {
-  const std::string op = "connect to " + ep.str();
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return sysError("socket(AF_INET, SOCK_STREAM)");
-  int one = 1;
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  (void)::setsockopt(fd.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  int idle = 5, intvl = 2, cnt = 3;
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-  unsigned user_timeout = unsigned(std::max<int64_t>(10000, 3 * update_interval.count()));
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(ep.port);
-  std::memcpy(&sa.sin_addr, ep.addr.bytes.data(), 4);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return fd;
-  if (errno != EINPROGRESS) return sysError(op);
-  auto deadline = Clock::now() + timeout;
-  for (;;) {
-    if (stop.load()) return sysError(op, ECANCELED);
-    auto l = left(deadline);
-    if (l.count() == 0) return sysError(op, ETIMEDOUT);
-    pollfd p{fd.get(), POLLOUT, 0};
-    int r = ::poll(&p, 1, int(std::min(l, kSlice).count()));
-    if (r < 0 && errno != EINTR) return sysError(op + ": poll");
-    if (r > 0) break;
-  }
-  int err = 0;
-  socklen_t len = sizeof err;
-  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) return sysError(op, err);
-  return fd;
-}
-
 // Next frame from the connection.  nullopt when `deadline` passed with no
 // complete frame (not an error); an error on close, TLS failure, framing
 // error or stop.
@@ -247,7 +205,10 @@ bool SlrSession::connectOnce() {
     return false;
   };
 
-  auto fd = tcpConnect(p_.peer.address, p_.connect_timeout, p_.update_interval, stop_);
+  // Keepalive and a user timeout so a dead SLR is noticed even though the
+  // SLR never sends periodic messages.
+  const milliseconds user_timeout{std::max<int64_t>(10000, 3 * p_.update_interval.count())};
+  auto fd = tcpConnect(p_.peer.address, Clock::now() + p_.connect_timeout, user_timeout, &stop_);
   if (!fd) return fail(SessionState::kError, fd.error().message());
   auto conn = tls_.newConnection(std::move(*fd));
   if (!conn) return fail(SessionState::kError, conn.error().message());

@@ -194,6 +194,16 @@ Result<std::unique_ptr<FastPath>> FastPath::attach(const std::vector<std::string
 FastPath::~FastPath() = default;
 
 Status FastPath::add(const FlowKey& key, const FastPathFlow& flow) {
+  auto added = install(key, flow, BPF_ANY);
+  if (!added) return added.error();
+  return Ok{};
+}
+
+Result<bool> FastPath::addIfAbsent(const FlowKey& key, const FastPathFlow& flow) {
+  return install(key, flow, BPF_NOEXIST);
+}
+
+Result<bool> FastPath::install(const FlowKey& key, const FastPathFlow& flow, uint64_t flags) {
   if (!eligible(key)) return Error{EPROTONOSUPPORT, "fast path: add " + key.str(), "IPv4 TCP/UDP only"};
   if (flow.vip >= std::max<size_t>(vip_count_, 1) || flow.host >= std::max<size_t>(host_count_, 1))
     return Error{EINVAL, "fast path: add " + key.str(), "VIP or host slot out of range"};
@@ -206,34 +216,16 @@ Status FastPath::add(const FlowKey& key, const FastPathFlow& flow) {
   // "Now" rather than 0, so a flow that has not seen a packet yet is not
   // taken as idle since boot.
   v.last_seen_ns = monotonicNs();
-  if (bpf_map_update_elem(flows_fd_, &k, &v, BPF_NOEXIST) == 0) {
-    flows_.fetch_add(1, std::memory_order_relaxed);
-    return Ok{};
-  }
-  int err = errno;
-  if (err == EEXIST && bpf_map_update_elem(flows_fd_, &k, &v, BPF_EXIST) == 0) return Ok{};
-  if (err == EEXIST) err = errno;
-  return sysError("fast path: add " + key.str(), err,
-                  err == E2BIG ? "flow map full (" + std::to_string(max_flows_) + ")" : "");
-}
-
-Result<bool> FastPath::addIfAbsent(const FlowKey& key, const FastPathFlow& flow) {
-  if (!eligible(key)) return Error{EPROTONOSUPPORT, "fast path: add " + key.str(), "IPv4 TCP/UDP only"};
-  if (flow.vip >= std::max<size_t>(vip_count_, 1) || flow.host >= std::max<size_t>(host_count_, 1))
-    return Error{EINVAL, "fast path: add " + key.str(), "VIP or host slot out of range"};
-  const FlowKey k = normalized(key);
-  BpfFlowValue v{};
-  v.tunnel_dst = htonl(flow.tunnel_dst);
-  v.tunnel_src = htonl(flow.tunnel_src);
-  v.host = flow.host;
-  v.vip = flow.vip;
-  v.last_seen_ns = monotonicNs();
+  // BPF_NOEXIST first, so only a new entry is counted; an existing one is
+  // then replaced (BPF_ANY) or left alone (BPF_NOEXIST).
   if (bpf_map_update_elem(flows_fd_, &k, &v, BPF_NOEXIST) == 0) {
     flows_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
-  const int err = errno;
-  if (err == EEXIST) return false;
+  int err = errno;
+  if (err == EEXIST && flags == BPF_NOEXIST) return false;
+  if (err == EEXIST && bpf_map_update_elem(flows_fd_, &k, &v, BPF_EXIST) == 0) return false;
+  if (err == EEXIST) err = errno;
   return sysError("fast path: add " + key.str(), err,
                   err == E2BIG ? "flow map full (" + std::to_string(max_flows_) + ")" : "");
 }

@@ -110,6 +110,9 @@ class FastPath {
 
  private:
   FastPath() = default;
+  // add() (flags BPF_ANY: replace an existing entry) and addIfAbsent()
+  // (BPF_NOEXIST: leave it): true when the flow was new, and counted.
+  [[nodiscard]] Result<bool> install(const FlowKey& key, const FastPathFlow& flow, uint64_t flags);
 
   bpf::Object obj_;
   int flows_fd_ = -1, counters_fd_ = -1, vip_fd_ = -1, host_fd_ = -1;

@@ -1,14 +1,11 @@
 #include "slr/peer_channel.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/fd.h"
+#include "core/tcp_connect.h"
 
 namespace slr::router {
 namespace {
@@ -21,42 +18,6 @@ milliseconds left(Clock::time_point deadline) {
                   std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
 }
 
-// Non-blocking connect with a deadline.  Keepalive and a user timeout so a
-// peer that vanished without a FIN is noticed even when no frame is due.
-Result<UniqueFd> tcpConnect(const config::Endpoint& ep, Clock::time_point deadline) {
-  const std::string op = "connect to " + ep.str();
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return sysError("socket(AF_INET, SOCK_STREAM)");
-  int one = 1;
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  (void)::setsockopt(fd.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  int idle = 5, intvl = 2, cnt = 3;
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-  unsigned user_timeout = 10000;
-  (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(ep.port);
-  std::memcpy(&sa.sin_addr, ep.addr.bytes.data(), 4);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return fd;
-  if (errno != EINPROGRESS) return sysError(op);
-  for (;;) {
-    auto l = left(deadline);
-    if (l.count() == 0) return sysError(op, ETIMEDOUT);
-    pollfd p{fd.get(), POLLOUT, 0};
-    int r = ::poll(&p, 1, int(l.count()));
-    if (r < 0 && errno != EINTR) return sysError(op + ": poll");
-    if (r > 0) break;
-  }
-  int err = 0;
-  socklen_t len = sizeof err;
-  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) return sysError(op, err);
-  return fd;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<PeerChannel>> PeerChannel::dial(const tls::Context& ctx,
@@ -67,7 +28,9 @@ Result<std::unique_ptr<PeerChannel>> PeerChannel::dial(const tls::Context& ctx,
   const auto deadline = Clock::now() + timeout;
   const std::string who = "peer " + peer_name + " at " + to.str();
   if (auto v = proto::validate(hello); !v) return v.error();
-  auto fd = tcpConnect(to, deadline);
+  // Keepalive and a user timeout so a peer that vanished without a FIN is
+  // noticed even when no frame is due.
+  auto fd = tcpConnect(to, deadline, milliseconds(10000));
   if (!fd) return fd.error();
   auto conn = ctx.newConnection(std::move(fd.value()));
   if (!conn) return conn.error();

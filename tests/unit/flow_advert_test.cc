@@ -9,19 +9,12 @@
 #include <vector>
 
 #include "core/packet.h"
+#include "tests/unit/hex_bytes.h"
 
 namespace slr::advert {
 namespace {
 
-std::string toHex(std::span<const std::byte> b) {
-  static const char* x = "0123456789abcdef";
-  std::string s;
-  for (auto v : b) {
-    s += x[uint8_t(v) >> 4];
-    s += x[uint8_t(v) & 15];
-  }
-  return s;
-}
+using testing::toHex;
 
 uint32_t v4(const char* s) { return IpAddress::parse(s)->v4HostOrder(); }
 

@@ -19,6 +19,7 @@
 #include "slr/control_server.h"
 #include "slr/registry.h"
 #include "slr/whohas.h"
+#include "tests/unit/test_certs.h"
 
 namespace slr::router {
 namespace {
@@ -30,24 +31,12 @@ class PeerChannelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     signal(SIGPIPE, SIG_IGN);
-    char tmpl[] = "/tmp/slr_peer_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes ";
-    auto run = [](const std::string& cmd) {
-      int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
-      ASSERT_EQ(rc, 0) << cmd;
-    };
-    auto ca = [&](const std::string& n) {
-      run("openssl req -x509" + ec + "-days 2 -subj /CN=" + n + "-ca -keyout " + p(n + "-ca.key") +
-          " -out " + p(n + "-ca.pem"));
-    };
+    dir_ = testing::makeTempDir("/tmp/slr_peer_test");
+    ASSERT_FALSE(dir_.empty());
+    auto ca = [](const std::string& n) { testing::makeCa(dir_, n); };
     int serial = 100;
     auto leaf = [&](const std::string& cn, const std::string& ca) {
-      const std::string f = cn + "-" + ca;
-      run("openssl req" + ec + "-subj /CN=" + cn + " -keyout " + p(f + ".key") + " -out " + p(f + ".csr"));
-      run("openssl x509 -req -days 2 -set_serial " + std::to_string(serial++) + " -in " + p(f + ".csr") +
-          " -CA " + p(ca + "-ca.pem") + " -CAkey " + p(ca + "-ca.key") + " -out " + p(f + ".pem"));
+      testing::makeLeaf(dir_, cn + "-" + ca, cn, ca, std::to_string(serial++));
     };
     ca("good");
     ca("rogue");

@@ -307,17 +307,23 @@ struct StalledConn {
 
 bool haveNft() { return std::system("nft --version >/dev/null 2>&1") == 0; }
 
+// Stalled after 0.4 s, an echo every 0.1 s, up to `max_echoes`.
+config::RecoveryConfig quickRecovery(uint32_t max_echoes) {
+  config::RecoveryConfig rc;
+  rc.stall_after = 400ms;
+  rc.give_up = 30000ms;
+  rc.interval = 100ms;
+  rc.max_echoes = max_echoes;
+  return rc;
+}
+
 // ACKs dropped, ICMP not: the watcher sees the stall, sends max_echoes
 // advertising echoes from the VIP, the client's kernel answers every one;
 // the ACKs flowing again make it count the connection recovered.
 TEST(RecoveryWatcher, RealStalledConnection) {
   REQUIRE_SCRATCH_NETNS();
   if (!haveNft()) GTEST_SKIP() << "needs the nft command";
-  config::RecoveryConfig rc;
-  rc.stall_after = 400ms;
-  rc.give_up = 30000ms;
-  rc.interval = 100ms;
-  rc.max_echoes = 3;
+  const config::RecoveryConfig rc = quickRecovery(3);
   StalledConn t(199);
   ASSERT_EQ(t.setUp(rc), "");
   ASSERT_TRUE(t.block("tcp dport 8080"));
@@ -348,11 +354,7 @@ TEST(RecoveryWatcher, RealStalledConnection) {
 TEST(RecoveryWatcher, NudgeRecoversBeforeTheNextRetransmission) {
   REQUIRE_SCRATCH_NETNS();
   if (!haveNft()) GTEST_SKIP() << "needs the nft command";
-  config::RecoveryConfig rc;
-  rc.stall_after = 400ms;
-  rc.give_up = 30000ms;
-  rc.interval = 100ms;
-  rc.max_echoes = 1000;
+  const config::RecoveryConfig rc = quickRecovery(1000);
   StalledConn t(198);
   ASSERT_EQ(t.setUp(rc), "");
   ASSERT_TRUE(t.block(""));

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/protocol.h"
+#include "tests/unit/test_certs.h"
 
 namespace slr::tls {
 namespace {
@@ -28,23 +29,11 @@ class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     signal(SIGPIPE, SIG_IGN);
-    char tmpl[] = "/tmp/slr_tls_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes ";
-    auto run = [](const std::string& cmd) {
-      int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
-      ASSERT_EQ(rc, 0) << cmd;
-    };
-    auto ca = [&](const std::string& n) {
-      run("openssl req -x509" + ec + "-days 2 -subj /CN=" + n + "-ca -keyout " + p(n + "-ca.key") + " -out " +
-          p(n + "-ca.pem"));
-    };
-    auto leaf = [&](const std::string& file, const std::string& cn, const std::string& ca) {
-      run("openssl req" + ec + "-subj /CN=" + cn + " -keyout " + p(file + ".key") + " -out " + p(file + ".csr"));
-      run("openssl x509 -req -days 2 -set_serial 0x" + std::to_string(1000 + file.size()) + " -in " +
-          p(file + ".csr") + " -CA " + p(ca + "-ca.pem") + " -CAkey " + p(ca + "-ca.key") + " -out " +
-          p(file + ".pem"));
+    dir_ = testing::makeTempDir("/tmp/slr_tls_test");
+    ASSERT_FALSE(dir_.empty());
+    auto ca = [](const std::string& n) { testing::makeCa(dir_, n); };
+    auto leaf = [](const std::string& file, const std::string& cn, const std::string& ca) {
+      testing::makeLeaf(dir_, file, cn, ca, "0x" + std::to_string(1000 + file.size()));
     };
     ca("good");
     ca("rogue");
