@@ -185,6 +185,23 @@ _on_exit() {
 # ns NAME CMD...: run CMD in the run's namespace NAME (cli, rtr, slr, h1, ...).
 ns() { local n=$1; shift; ip netns exec "${P}${n}" "$@"; }
 
+# ns_py_raw NAME ARG...: the Python program on stdin, run in namespace NAME
+# with ARG... as sys.argv[1:] and csum(b), the Internet checksum (RFC 1071)
+# of the bytes b, already defined: for programs that build raw packets.
+ns_py_raw() {
+  local n=$1 prog; shift
+  prog=$(cat) || return 1
+  ns "$n" "$PY" -c "$_PY_INET_CSUM"$'\n'"$prog" "$@"
+}
+_PY_INET_CSUM='import struct
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF'
+
 _add_ns() {
   ip netns add "${P}$1" || return 1
   _NAMESPACES+=("${P}$1")
@@ -193,50 +210,78 @@ _add_ns() {
   ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 >/dev/null
 }
 
-# topo_up N_HOSTS: the SPEC topology with hosts h1..hN.
-topo_up() {
-  local n=${1:-2} i
-  N_HOSTS=$n
+# _add_namespaces NAME...: the run's namespaces NAME... (cleanup knows them,
+# also when creating one failed half way).
+_add_namespaces() {
+  local x
   (
     set -e
-    for x in cli rtr slr; do _add_ns "$x"; done
-    for ((i = 1; i <= n; i++)); do _add_ns "h$i"; done
+    for x in "$@"; do _add_ns "$x"; done
   ) || { _adopt_namespaces; return 1; }
   _adopt_namespaces
+  return 0
+}
+
+# _cli_port: the client's link: rtr vcli 10.0.1.1/24 -- cli eth0 CLI_ADDR/24,
+# cli's default route via rtr.
+_cli_port() {
+  local R="${P}rtr"
+  ip -n "$R" link add vcli type veth peer name eth0 netns "${P}cli" || return 1
+  ip -n "$R" addr add 10.0.1.1/24 dev vcli || return 1
+  ip -n "$R" link set vcli up || return 1
+  ip -n "${P}cli" addr add $CLI_ADDR/24 dev eth0 || return 1
+  ip -n "${P}cli" link set eth0 up || return 1
+  ip -n "${P}cli" route add default via 10.0.1.1
+}
+
+# _bridge_port NAME BRIDGE ADDR/LEN GATEWAY: NAME's eth0 (ADDR/LEN, default
+# route via GATEWAY) on a veth whose rtr end vNAME is a port of rtr's BRIDGE.
+_bridge_port() {
+  local n=$1 br=$2 R="${P}rtr"
+  ip -n "$R" link add "v$n" type veth peer name eth0 netns "${P}$n" || return 1
+  ip -n "$R" link set "v$n" master "$br" || return 1
+  ip -n "$R" link set "v$n" up || return 1
+  ip -n "${P}$n" addr add "$3" dev eth0 || return 1
+  ip -n "${P}$n" link set eth0 up || return 1
+  ip -n "${P}$n" route add default via "$4"
+}
+
+# _rtr_forwarding IFACE...: rtr forwards, with rp_filter off on all, default
+# and IFACE...: direct server return is asymmetric routing by design (replies
+# with the VIP as source arrive on another interface than the VIP route's).
+_rtr_forwarding() {
+  local k
+  ns rtr sysctl -qw net.ipv4.ip_forward=1 >/dev/null || return 1
+  for k in all default "$@"; do
+    ns rtr sysctl -qw "net.ipv4.conf.$k.rp_filter=0" >/dev/null || return 1
+  done
+}
+
+# topo_up N_HOSTS: the SPEC topology with hosts h1..hN.
+topo_up() {
+  local n=${1:-2} i names=(cli rtr slr)
+  N_HOSTS=$n
+  for ((i = 1; i <= n; i++)); do names+=("h$i"); done
+  _add_namespaces "${names[@]}" || return 1
   (
     set -e
     local R="${P}rtr"
-    ip -n "$R" link add vcli type veth peer name eth0 netns "${P}cli"
+    _cli_port
     ip -n "$R" link add vslr type veth peer name eth0 netns "${P}slr"
-    ip -n "$R" link add br0 type bridge
-    ip -n "$R" addr add 10.0.1.1/24 dev vcli
     ip -n "$R" addr add 10.0.2.1/24 dev vslr
-    ip -n "$R" addr add 10.0.3.1/24 dev br0
-    ip -n "$R" link set vcli up
     ip -n "$R" link set vslr up
-    ip -n "$R" link set br0 up
-    ip -n "${P}cli" addr add $CLI_ADDR/24 dev eth0
-    ip -n "${P}cli" link set eth0 up
-    ip -n "${P}cli" route add default via 10.0.1.1
     ip -n "${P}slr" addr add $SLR_ADDR/24 dev eth0
     ip -n "${P}slr" link set eth0 up
     ip -n "${P}slr" route add default via 10.0.2.1
-    for ((i = 1; i <= n; i++)); do
-      ip -n "$R" link add "vh$i" type veth peer name eth0 netns "${P}h$i"
-      ip -n "$R" link set "vh$i" master br0
-      ip -n "$R" link set "vh$i" up
-      ip -n "${P}h$i" addr add "$(host_addr "$i")/24" dev eth0
-      ip -n "${P}h$i" link set eth0 up
-      ip -n "${P}h$i" route add default via 10.0.3.1
-    done
-    ns rtr sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+    ip -n "$R" link add br0 type bridge
+    ip -n "$R" addr add 10.0.3.1/24 dev br0
+    ip -n "$R" link set br0 up
+    for ((i = 1; i <= n; i++)); do _bridge_port "h$i" br0 "$(host_addr "$i")/24" 10.0.3.1; done
     # The slr namespace's ip_forward is left alone on purpose: `slrctl slr`
     # must enable it itself (VIP packets are forwarded from eth0 into its TUN).
-    # Direct server return is asymmetric routing by design: replies with the
-    # VIP as source arrive on br0 while the VIP route points at the slr.
-    for k in all default vcli vslr br0; do
-      ns rtr sysctl -qw "net.ipv4.conf.$k.rp_filter=0" >/dev/null
-    done
+    # Replies with the VIP as source arrive on br0 while the VIP route points
+    # at the slr.
+    _rtr_forwarding vcli vslr br0
     ip -n "$R" route add $VIP_SUBNET via $SLR_ADDR
   ) || return 1
 }
@@ -314,14 +359,16 @@ make_pki() {  # DIR [N_HOSTS]
 # (flows.midstream_wait; default: not written, the daemon's default),
 # SLR_DRAINED (space-separated [[host]] names written with drained = true),
 # SLR_EXTRA (TOML appended verbatim at the end; start it with a table header).
+# SLR_NAME (slr1: [slr].name and the certificate PKI_DIR/SLR_NAME.pem), with
+# SLR_ADDR and SLR_SOCK for an SLR other than the one of the SPEC topology.
 write_slr_config() {
-  local file=$1 spec name prefixes p list mw=""; shift
+  local file=$1 spec name prefixes p list x mw=""; shift
   [[ -n "${SLR_MIDSTREAM_WAIT:-}" ]] && mw=$'\n''midstream_wait = "'"$SLR_MIDSTREAM_WAIT"'"'
   {
     cat <<EOF
 # generated by tests/e2e/lib.sh
 [slr]
-name = "slr1"
+name = "${SLR_NAME:-slr1}"
 control_listen = "$SLR_ADDR:$CONTROL_PORT"
 tunnel_source = "$SLR_ADDR"
 status_socket = "$SLR_SOCK"
@@ -332,8 +379,8 @@ fast_path_interfaces = [${SLR_FAST_PATH:+\"$SLR_FAST_PATH\"}]
 
 [tls]
 ca = "$PKI_DIR/ca.pem"
-cert = "$PKI_DIR/slr1.pem"
-key = "$PKI_DIR/slr1.key"
+cert = "$PKI_DIR/${SLR_NAME:-slr1}.pem"
+key = "$PKI_DIR/${SLR_NAME:-slr1}.key"
 
 [flows]
 capacity = ${SLR_FLOW_CAPACITY:-65536}
@@ -378,10 +425,11 @@ EOF
 # tables from check_toml), RECOVERY_ENABLED / RECOVERY_STALL_AFTER /
 # RECOVERY_GIVE_UP / RECOVERY_INTERVAL / RECOVERY_MAX_ECHOES (a [recovery]
 # table with the keys that are set; none set = no table, the defaults).
+# HOST_SLRS ("NAME=ADDR ...", default "slr1=$SLR_ADDR"): the [[slr]] entries.
 declare -A HOST_TOML=()
 write_host_config() {
   local file=$1 i=$2 name=${3:-host$2} cert=${4:-host$2} prefix=${5:-$VIP_SUBNET}
-  local src=${LOAD_SOURCE:-connections}
+  local src=${LOAD_SOURCE:-connections} slr
   {
     cat <<EOF
 # generated by tests/e2e/lib.sh
@@ -399,11 +447,12 @@ decap_interfaces = [${HOST_DECAP:+\"$HOST_DECAP\"}]
 ca = "$PKI_DIR/ca.pem"
 cert = "$PKI_DIR/$cert.pem"
 key = "$PKI_DIR/$cert.key"
-
-[[slr]]
-address = "$SLR_ADDR:$CONTROL_PORT"
-name = "slr1"
-tunnel_source = "$SLR_ADDR"
+EOF
+    for slr in ${HOST_SLRS:-slr1=$SLR_ADDR}; do
+      printf '\n[[slr]]\naddress = "%s:%s"\nname = "%s"\ntunnel_source = "%s"\n' \
+        "${slr#*=}" "$CONTROL_PORT" "${slr%%=*}" "${slr#*=}"
+    done
+    cat <<EOF
 
 [[subnet]]
 prefix = "$prefix"
@@ -583,6 +632,77 @@ host_get()  { local out; out=$(host_json "$1") || return 1; json_get - "$2" <<<"
 host_state() { slr_get hosts "(host('$1') or {}).get('state', 'absent')"; }
 host_is()    { [[ "$(host_state "$1" 2>/dev/null)" == "$2" ]]; }
 hosts_up()   { local h; for h in "$@"; do host_is "$h" up || return 1; done; }
+
+# ---------------------------------------------------------------------------
+# Daemons by name (lib_pair.sh, lib_hier.sh): daemon NAME runs in namespace
+# NAME, its status socket is RUN_DIR/NAME.sock, its log RUN_DIR/NAME.log and,
+# for an SLR, its config RUN_DIR/NAME.toml by default and its pid SPID[NAME].
+
+declare -A SPID=()
+named_sock() { echo "$RUN_DIR/$1.sock"; }
+named_log()  { echo "$RUN_DIR/$1.log"; }
+# named_answers NAME: NAME's status socket answers.
+named_answers() { "$SLRCTL" status --socket "$(named_sock "$1")" --json >/dev/null 2>&1; }
+# _answering_or_dead PID NAME: stop waiting as soon as the daemon answers or exited.
+_answering_or_dead() { ! kill -0 "$1" 2>/dev/null || named_answers "$2"; }
+_pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# start_named_slr NAME [CONFIG]: the SLR in its namespace; waits for its
+# status socket.  The log is appended to (a restarted SLR keeps its earlier
+# log above).
+start_named_slr() {
+  local n=$1 cfg=${2:-$RUN_DIR/$1.toml}
+  echo "---- start $(date +%T.%N) $cfg" >>"$(named_log "$n")"
+  ip netns exec "${P}$n" "$SLRCTL" slr --config "$cfg" >>"$(named_log "$n")" 2>&1 </dev/null &
+  SPID[$n]=$!
+  _PIDS+=("$!")
+  wait_for 15 _answering_or_dead "${SPID[$n]}" "$n"
+  if ! { kill -0 "${SPID[$n]}" 2>/dev/null && named_answers "$n"; }; then
+    echo "# SLR $n did not come up; log:" >&2; tail -n 40 "$(named_log "$n")" | sed 's/^/#   /' >&2
+    return 1
+  fi
+}
+
+# stop_named_slr NAME [SIGNAL] [RC_VAR]: signal NAME's SLR (TERM) and reap it
+# (KILL after 10 s); its exit status goes into the variable RC_VAR.
+stop_named_slr() {
+  local n=$1 sig=${2:-TERM} pid=${SPID[$1]:-} rc
+  [[ -n "$pid" ]] || return 0
+  kill "-$sig" "$pid" 2>/dev/null
+  wait_for 10 _pid_gone "$pid" || kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null; rc=$?
+  [[ -z "${3:-}" ]] || printf -v "$3" '%s' "$rc"
+  SPID[$n]=""
+}
+
+# check_config_files FILE...: `slrctl check-config` on each; prints the failures.
+check_config_files() {
+  local f out rc=0
+  for f in "$@"; do
+    if ! out=$("$SLRCTL" check-config "$f" 2>&1); then
+      echo "# check-config $(basename "$f") failed:" >&2
+      sed 's/^/#   /' <<<"$out" >&2
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+named_json() { "$SLRCTL" "$2" --json --socket "$(named_sock "$1")" "${@:3}"; }   # NAME status|hosts|flows
+named_get()  { local out; out=$(named_json "$1" "$2") || return 1; json_get - "$3" <<<"$out"; }
+# named_counter NAME EXPR: a value from NAME's status JSON ("0" when unreadable).
+named_counter() {
+  local out; out=$(named_json "$1" status 2>/dev/null) || { echo 0; return 1; }
+  json_get - "$2" <<<"$out" 2>/dev/null || echo 0
+}
+# named_host_state SLR HOST: HOST's state in SLR's hosts view ("absent" if
+# not listed, "unreachable" if SLR does not answer).
+named_host_state() { named_get "$1" hosts "(host('$2') or {}).get('state', 'absent')" 2>/dev/null || echo unreachable; }
+# named_flow_host SLR SRC: the next hop SLR's flow table names for client SRC
+# (ADDR:PORT), or "none".
+named_flow_host() {
+  named_get "$1" flows "next((str(f['host']) for f in d['flows'] if f['src'] == '$2'), 'none')" 2>/dev/null || echo none
+}
 
 # ---------------------------------------------------------------------------
 # Client traffic

@@ -96,8 +96,8 @@ hosts_below() {
 site_of() { echo "${HPARENT[$1]}"; }
 sys_of()  { echo "${HPARENT[${HPARENT[$1]}]}"; }
 
-hsock() { echo "$RUN_DIR/$1.sock"; }
-hlog()  { echo "$RUN_DIR/$1.log"; }
+hsock() { named_sock "$1"; }
+hlog()  { named_log "$1"; }
 hload_file() { echo "$RUN_DIR/load_$1"; }
 # hier_set_load HOST VALUE: atomically replace HOST's load file.
 hier_set_load() { echo "$2" >"$(hload_file "$1").tmp" && mv -f "$(hload_file "$1").tmp" "$(hload_file "$1")"; }
@@ -107,36 +107,16 @@ hier_set_load() { echo "$2" >"$(hload_file "$1").tmp" && mv -f "$(hload_file "$1
 
 hier_topo_up() {
   local x
-  (
-    set -e
-    _add_ns cli; _add_ns rtr
-    for x in "${HIER_SLRS[@]}" "${HIER_HOSTS[@]}"; do _add_ns "$x"; done
-  ) || { _adopt_namespaces; return 1; }
-  _adopt_namespaces
+  _add_namespaces cli rtr "${HIER_SLRS[@]}" "${HIER_HOSTS[@]}" || return 1
   (
     set -e
     R="${P}rtr"
     ip -n "$R" link add br0 type bridge
     ip -n "$R" addr add $HIER_BR_ADDR/16 dev br0
     ip -n "$R" link set br0 up
-    ip -n "$R" link add vcli type veth peer name eth0 netns "${P}cli"
-    ip -n "$R" addr add 10.0.1.1/24 dev vcli
-    ip -n "$R" link set vcli up
-    ip -n "${P}cli" addr add $CLI_ADDR/24 dev eth0
-    ip -n "${P}cli" link set eth0 up
-    ip -n "${P}cli" route add default via 10.0.1.1
-    for x in "${HIER_SLRS[@]}" "${HIER_HOSTS[@]}"; do
-      ip -n "$R" link add "v$x" type veth peer name eth0 netns "${P}$x"
-      ip -n "$R" link set "v$x" master br0
-      ip -n "$R" link set "v$x" up
-      ip -n "${P}$x" addr add "${HADDR[$x]}/16" dev eth0
-      ip -n "${P}$x" link set eth0 up
-      ip -n "${P}$x" route add default via $HIER_BR_ADDR
-    done
-    ns rtr sysctl -qw net.ipv4.ip_forward=1 >/dev/null
-    for k in all default vcli br0; do
-      ns rtr sysctl -qw "net.ipv4.conf.$k.rp_filter=0" >/dev/null
-    done
+    _cli_port
+    for x in "${HIER_SLRS[@]}" "${HIER_HOSTS[@]}"; do _bridge_port "$x" br0 "${HADDR[$x]}/16" $HIER_BR_ADDR; done
+    _rtr_forwarding vcli br0
     ip -n "$R" route add $VIP_SUBNET via "${HADDR[net]}"
   ) || return 1
 }
@@ -269,51 +249,23 @@ hier_write_configs() {
 
 # hier_check_configs: `slrctl check-config` on every config; prints failures.
 hier_check_configs() {
-  local x out rc=0
-  for x in "${HIER_SLRS[@]}" "${HIER_HOSTS[@]}"; do
-    if ! out=$("$SLRCTL" check-config "$RUN_DIR/$x.toml" 2>&1); then
-      echo "# check-config $x.toml failed:" >&2
-      sed 's/^/#   /' <<<"$out" >&2
-      rc=1
-    fi
-  done
-  return $rc
+  local x files=()
+  for x in "${HIER_SLRS[@]}" "${HIER_HOSTS[@]}"; do files+=("$RUN_DIR/$x.toml"); done
+  check_config_files "${files[@]}"
 }
 
 # ---------------------------------------------------------------------------
 # Processes
 
-hier_answers() { "$SLRCTL" status --socket "$(hsock "$1")" --json >/dev/null 2>&1; }
-_slr_up_and_answering() { kill -0 "${SPID[$1]}" 2>/dev/null && hier_answers "$1"; }
+hier_answers() { named_answers "$1"; }
 _host_up_and_answering() { kill -0 "${HPID[$1]}" 2>/dev/null && hier_answers "$1"; }
-# _answering_or_dead PID NAME: stop waiting as soon as the daemon answers or exited.
-_answering_or_dead() { ! kill -0 "$1" 2>/dev/null || hier_answers "$2"; }
 
 # hier_start_slr NAME [CONFIG]: the SLR in its namespace; waits for its status socket.
 # The log is appended to (a restarted SLR keeps its earlier log above).
-hier_start_slr() {
-  local n=$1 cfg=${2:-$RUN_DIR/$1.toml}
-  echo "---- start $(date +%T.%N) $cfg" >>"$(hlog "$n")"
-  ip netns exec "${P}$n" "$SLRCTL" slr --config "$cfg" >>"$(hlog "$n")" 2>&1 </dev/null &
-  SPID[$n]=$!
-  _PIDS+=("$!")
-  wait_for 15 _answering_or_dead "${SPID[$n]}" "$n"
-  if ! _slr_up_and_answering "$n"; then
-    echo "# SLR $n did not come up; log:" >&2; tail -n 40 "$(hlog "$n")" | sed 's/^/#   /' >&2
-    return 1
-  fi
-}
+hier_start_slr() { start_named_slr "$@"; }
 
 # hier_stop_slr NAME: SIGTERM, wait until it exited; HIER_STOP_RC = its exit status.
-hier_stop_slr() {
-  local n=$1 pid=${SPID[$1]:-}
-  [[ -n "$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null
-  wait_for 10 _pid_gone "$pid" || { kill -KILL "$pid" 2>/dev/null; }
-  wait "$pid" 2>/dev/null; HIER_STOP_RC=$?
-  SPID[$n]=""
-}
-_pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+hier_stop_slr() { stop_named_slr "$1" TERM HIER_STOP_RC; }
 
 hier_start_host() {
   local n=$1
@@ -341,8 +293,8 @@ hier_start_http() {
 # ---------------------------------------------------------------------------
 # Status access
 
-hier_json() { "$SLRCTL" "$2" --json --socket "$(hsock "$1")" "${@:3}"; }   # NAME status|hosts|flows
-hier_get()  { local out; out=$(hier_json "$1" "$2") || return 1; json_get - "$3" <<<"$out"; }
+hier_json() { named_json "$@"; }   # NAME status|hosts|flows
+hier_get()  { named_get "$@"; }
 # child_state PARENT CHILD: CHILD's state in PARENT's hosts view ("absent" if not listed).
 # wait_rebuilt NAME...: until each SLR has rebuilt its tables twice since the
 # call (so a registry change made before the call is in the published tables).
@@ -353,7 +305,7 @@ wait_rebuilt() {
     wait_for 10 eval "(( \$(counter $s \"d['tables']['generation']\") >= $g + 2 ))" || return 1
   done
 }
-child_state() { hier_get "$1" hosts "(host('$2') or {}).get('state', 'absent')" 2>/dev/null || echo unreachable; }
+child_state() { named_host_state "$@"; }
 child_is()    { [[ "$(child_state "$1" "$2")" == "$3" ]]; }
 children_up() { local c; for c in ${HCHILDREN[$1]}; do child_is "$1" "$c" up || return 1; done; }
 hier_all_up() { local s; for s in "${HIER_SLRS[@]}"; do children_up "$s" || return 1; done; }
@@ -426,12 +378,7 @@ hier_start_long_download() {
 
 # flow_next_hop SLR SRC: the next hop SLR's flow table names for client SRC
 # (ADDR:PORT), or "none".
-flow_next_hop() {
-  hier_get "$1" flows "next((str(f['host']) for f in d['flows'] if f['src'] == '$2'), 'none')" 2>/dev/null || echo none
-}
+flow_next_hop() { named_flow_host "$@"; }
 
 # counter NAME EXPR: a number from NAME's status JSON ("0" when the key is missing).
-counter() {
-  local out; out=$(hier_json "$1" status 2>/dev/null) || { echo 0; return 1; }
-  json_get - "$2" <<<"$out" 2>/dev/null || echo 0
-}
+counter() { named_counter "$@"; }

@@ -195,16 +195,9 @@ check "SLR still running" slr_alive
 # forge SERVER CLIENT_PORT [VIP] [VERSION] [VIP_PORT]: one ICMP echo reply
 # (type 0) from cli to VIP carrying an advertisement (core/flow_advert.h).
 forge() {
-  ns cli "$PY" - "$CLI_ADDR" "$2" "${3:-$VIP}" "${5:-80}" "$1" 80 "${4:-1}" <<'PYEOF'
+  ns_py_raw cli "$CLI_ADDR" "$2" "${3:-$VIP}" "${5:-80}" "$1" 80 "${4:-1}" <<'PYEOF'
 import socket, struct, sys
 client, cport, vip, vport, server, sport, ver = sys.argv[1:8]
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 adv = (b"SLRF" + bytes([int(ver), 1, 6, 0]) + socket.inet_aton(client)
        + struct.pack("!HH", int(cport), int(vport)) + socket.inet_aton(vip)
        + socket.inet_aton(server) + struct.pack("!HH", int(sport), 0))

@@ -55,14 +55,9 @@ note "via slrA: $(tally_str)"
 assert_eq "10 requests through slrA succeed" 10 "$TALLY_OK"
 
 # --- phase 1: the ingress moves to slrB mid-transfer ------------------------
-pair_dl long /big.bin 1 "$LONG_RATE" "$LONG_PORT" "$BIG_SHA"
-pair_dl batch /mid.bin "$N_CONNS" "$SLOW_RATE" "$BATCH_PORT" "$MID_SHA"
-wait_for 15 dl_all_receiving long || die "the long download receives data"
-wait_for 15 dl_all_receiving batch || die "all $N_CONNS slow downloads receive data"
-pair_ping pw "$N_PING" 20 "$PING_PORT"
-wait_for 15 ping_all_going pw || die "$N_PING interactive connections echo"
-PORTS="$(dl_ports long) $(dl_ports batch) $(dl_ports pw)"
-N1=$((N_CONNS + 1 + N_PING))
+pair_mix_start pw "$PING_PORT"
+PORTS=$MIX_PORTS
+N1=$MIX_N
 wait_for 5 eval '[[ "$(pair_flows_of slrA $PORTS)" != *none* ]]' || not_ok "slrA's table has all $N1 connections"
 FLOWS_A=$(pair_flows_of slrA $PORTS)
 assert_eq "slrB has none of them" "$(sed 's/=[^ ]*/=none/g' <<<"$FLOWS_A")" "$(pair_flows_of slrB $PORTS)"
@@ -93,15 +88,8 @@ else
 fi
 assert_ge "slrB status.whohas.resolved >= 1" "$(wh slrB resolved)" 1
 
-dl_wait long 90 || not_ok "the long download finished within 90 s"
-dl_wait batch 90 || not_ok "the slow downloads finished within 90 s"
-pair_ping_stop pw || not_ok "the interactive connections finish"
-OK1=$(( $(dl_get long "d['ok']") + $(dl_get batch "d['ok']") + $(dl_get pw "d['ok']") ))
-LOST1=$((N1 - OK1))
-assert_eq "the long download completed byte for byte across the route change" 1 "$(dl_get long "d['ok']")"
-assert_eq "all $N_CONNS slow downloads completed byte for byte across the route change" "$N_CONNS" "$(dl_get batch "d['ok']")"
-assert_eq "all $N_PING interactive connections survived the route change" "$N_PING" "$(dl_get pw "d['ok']")"
-((LOST1 == 0)) || note "failed: long: $(dl_failures long); batch: $(dl_failures batch); interactive: $(ping_failures pw)"
+pair_mix_finish pw "the route change"
+LOST1=$MIX_LOST
 assert_eq "slrB guessed no mid-stream flow (all were resolved)" "$GUESSED0" \
   "$(pcounter slrB "d.get('recovery', {}).get('midstream_guessed', 0)")"
 A_LONG=$(dl_block_after long "$T_MOVE"); A_BATCH=$(dl_block_after batch "$T_MOVE")
