@@ -173,7 +173,14 @@ dump_logs() {
 _on_exit() {
   local rc=$?
   set +x
-  if [[ $_SUMMARY_DONE == 1 ]]; then cleanup; exit "$rc"; fi
+  # A script that printed its summary itself still fails when a check
+  # failed: its last command's status says nothing about the checks.
+  if [[ $_SUMMARY_DONE == 1 ]]; then
+    ((FAIL > 0)) && dump_logs
+    cleanup
+    ((FAIL > 0)) && exit 1
+    exit "$rc"
+  fi
   if ((rc != 0 && FAIL == 0)); then not_ok "script exited early with status $rc"; fi
   ((FAIL > 0)) && dump_logs
   cleanup
@@ -355,7 +362,7 @@ make_pki() {  # DIR [N_HOSTS]
 # Knobs: SLR_ALGORITHM (least-cost), SLR_FLOW_CAPACITY (65536), SLR_ON_FULL
 # (stateless), SLR_WORKERS (1), SLR_LOG_LEVEL (info), TIE_TOLERANCE (0.05),
 # SLR_FAST_PATH (an interface for the kernel fast path, e.g. eth0; default none),
-# SLR_TCP_SYN_TIMEOUT (10s), SLR_TCP_CLOSING (10s), SLR_MIDSTREAM_WAIT
+# SLR_TCP_SYN_TIMEOUT (10s), SLR_TCP_ESTABLISHED (300s), SLR_TCP_CLOSING (10s), SLR_MIDSTREAM_WAIT
 # (flows.midstream_wait; default: not written, the daemon's default),
 # SLR_DRAINED (space-separated [[host]] names written with drained = true),
 # SLR_EXTRA (TOML appended verbatim at the end; start it with a table header).
@@ -388,7 +395,7 @@ on_full = "${SLR_ON_FULL:-stateless}"$mw
 
 [flows.timeouts]
 tcp_syn = "${SLR_TCP_SYN_TIMEOUT:-10s}"
-tcp_established = "300s"
+tcp_established = "${SLR_TCP_ESTABLISHED:-300s}"
 tcp_closing = "${SLR_TCP_CLOSING:-10s}"
 udp = "30s"
 other = "30s"
