@@ -199,8 +199,10 @@ Status FastPath::add(const FlowKey& key, const FastPathFlow& flow) {
   return Ok{};
 }
 
-Result<bool> FastPath::addIfAbsent(const FlowKey& key, const FastPathFlow& flow) {
-  return install(key, flow, BPF_NOEXIST);
+Result<bool> FastPath::addIfAbsent(const FlowKey& key, const FastPathFlow& flow, bool counted) {
+  auto r = install(key, flow, BPF_NOEXIST);
+  if (r && *r && counted) flows_.fetch_sub(1, std::memory_order_relaxed);
+  return r;
 }
 
 Result<bool> FastPath::install(const FlowKey& key, const FastPathFlow& flow, uint64_t flags) {

@@ -81,7 +81,11 @@ class FastPath {
   // Installs a flow only if the kernel does not have it (flow-state
   // re-creation): true when it was added, false when it was there already
   // (its counters untouched).  Fails like add().
-  [[nodiscard]] Result<bool> addIfAbsent(const FlowKey& key, const FastPathFlow& flow);
+  // counted: the caller had added this key before (the kernel lost it, e.g.
+  // an operator or a map reset deleted it), so re-adding it must not count
+  // it twice in stats().flows.
+  [[nodiscard]] Result<bool> addIfAbsent(const FlowKey& key, const FastPathFlow& flow,
+                                         bool counted = false);
   // Removes a flow; absent is not an error.
   [[nodiscard]] Status remove(const FlowKey& key);
   // nullopt when the flow is not installed.

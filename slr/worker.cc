@@ -424,15 +424,18 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
     }
     const uint32_t before = e->packets;
     const FlowState state_before = e->state;
+    const uint32_t idle_before = now_ms - e->last_seen_ms;  // since this worker last saw it
     FlowTable::touch(*e, info.tcp_flags, now_ms);
     nh = e->next_hop;
     // Flow-state re-creation: the kernel fast path should have forwarded
     // this packet.  It may have lost the flow (or this entry is a mirror /
     // echo copy that never reached it): add it back unless it is there.
-    // Rate-limited per flow: packets the kernel hands back on purpose (too
-    // big, no neighbour) keep coming.
-    if ((e->flags & kFastPath) && (before <= 1 || (before & 7) == 0))
-      reinstallFastPath(*e, uint16_t(vip));
+    // One bpf call, so rate-limited per flow, because packets the kernel
+    // hands back on purpose (too big, no neighbour) keep coming: the first
+    // packet here after 50 ms without one (the flow was in the kernel), and
+    // every 8th.
+    if ((e->flags & kFastPath) && (before <= 1 || idle_before >= 50 || (before & 7) == 0))
+      reinstallFastPath(*e, uint16_t(vip), before > 0);
     if (p.upstream >= 0 && (e->flags & kUpstreamMask) != 0 && opts_.shortcut) {
       // A SYN from above for a flow we know: the SLR above lost the flow (a
       // reused 5-tuple after it expired the old connection, a restart) while
@@ -1057,12 +1060,12 @@ void Worker::installFastPath(FlowEntry& e, uint16_t vip, uint16_t via) {
 
 // Flow-state re-creation: put a fast-path flow back into the kernel map
 // unless it is there (then it is left alone, counters and all).
-void Worker::reinstallFastPath(FlowEntry& e, uint16_t vip) {
+void Worker::reinstallFastPath(FlowEntry& e, uint16_t vip, bool counted) {
   if (opts_.fast_path == nullptr || !FastPath::eligible(e.key) || e.next_hop >= kShortcutBase ||
       e.next_hop >= snap_->next_hops.size() || e.next_hop >= opts_.host_count || !alive(e.next_hop))
     return;
   FastPathFlow f{opts_.tunnel_source, endpointOf(e.next_hop), e.next_hop, vip};
-  auto r = opts_.fast_path->addIfAbsent(e.key, f);
+  auto r = opts_.fast_path->addIfAbsent(e.key, f, counted);
   if (!r) {
     e.flags &= uint8_t(~kFastPath);  // (map full): userspace from now on
     bump(counters_->fast_path_failed);
@@ -1224,6 +1227,23 @@ FlowRecord Worker::record(const FlowEntry& e, uint32_t now_ms) const {
   return r;
 }
 
+// For status and draining: whether the flow is alive, counting what the
+// kernel fast path forwarded of it.  A fast-path flow whose only userspace
+// packet was its SYN looks expired here after tcp_syn while its download
+// runs in the kernel; the expiry hook would keep it, so must we.  One bpf
+// lookup per such entry, on request only.
+bool Worker::liveNow(const FlowEntry& e, uint32_t now_ms) const {
+  if (!table_->isExpired(e, now_ms)) return true;
+  if (!(e.flags & kFastPath) || opts_.fast_path == nullptr) return false;
+  auto act = opts_.fast_path->activity(e.key);
+  if (!act.ok() || !act.value().has_value()) return false;
+  const FastPathActivity& a = *act.value();
+  FlowEntry merged = e;
+  if (int32_t(a.last_seen_ms - merged.last_seen_ms) > 0) merged.last_seen_ms = a.last_seen_ms;
+  merged.state = stateAfter(merged.key, merged.state, a);
+  return !table_->isExpired(merged, now_ms);
+}
+
 void Worker::serveControl(uint32_t now_ms) {
   std::lock_guard lk(req_mu_);
   int req = request_.load(std::memory_order_acquire);
@@ -1231,7 +1251,7 @@ void Worker::serveControl(uint32_t now_ms) {
     req_flows_.clear();
     table_->forEach([&](const FlowEntry& e) {
       if (req_flows_.size() >= req_limit_) return false;
-      if (table_->isExpired(e, now_ms) && !standby_) return true;
+      if (!standby_ && !liveNow(e, now_ms)) return true;
       req_flows_.push_back(record(e, now_ms));
       return true;
     });
@@ -1242,7 +1262,7 @@ void Worker::serveControl(uint32_t now_ms) {
   } else if (req == int(Request::kPerHost)) {
     req_per_host_.assign(opts_.host_count, 0);
     table_->forEach([&](const FlowEntry& e) {
-      if (!table_->isExpired(e, now_ms) && e.packets > 0 && e.next_hop < req_per_host_.size())
+      if (e.packets > 0 && e.next_hop < req_per_host_.size() && liveNow(e, now_ms))
         ++req_per_host_[e.next_hop];
     });
   }

@@ -254,7 +254,9 @@ class Worker {
   void serveControl(uint32_t now_ms);
   uint32_t nowMs() const;
   void installFastPath(FlowEntry& e, uint16_t vip, uint16_t via = kNoNextHop);
-  void reinstallFastPath(FlowEntry& e, uint16_t vip);
+  bool liveNow(const FlowEntry& e, uint32_t now_ms) const;
+  // counted: the flow was added to the kernel map before (not a copy).
+  void reinstallFastPath(FlowEntry& e, uint16_t vip, bool counted);
   void withdrawFromFastPath(const ForwardingSnapshot& old);
   void mergeFastPath(FlowRecord& r, uint32_t now_ms) const;
   static bool onExpiry(void* self, FlowEntry& e, uint32_t now_ms);
