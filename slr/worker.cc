@@ -655,7 +655,7 @@ bool Worker::applyAdvert(const FlowKey& key, uint16_t host, uint32_t now_ms) {
   const uint64_t hash = table_->hash(key);
   FlowEntry* e = table_->lookup(key, hash, now_ms);
   if (e != nullptr) {
-    const bool learnt = !(e->flags & (kMidstream | kAwaiting));
+    const bool learnt = !(e->flags & kMidstream);  // the same rule as judgeEchoAdvert
     if (learnt && e->next_hop == host) return true;  // nothing to change
     if (learnt && alive(e->next_hop)) {
       bump(counters_->echo_conflict);
@@ -664,7 +664,10 @@ bool Worker::applyAdvert(const FlowKey& key, uint16_t host, uint32_t now_ms) {
     repoint(*e, host, now_ms);
     return true;
   }
-  const FlowState state = key.proto == kProtoTcp ? FlowState::kTcpEstablished
+  // A copy for a flow this worker may never see: the short SYN timeout, so
+  // forged advertisements cannot fill every worker's table with long-lived
+  // entries; the flow's first packet here makes it established.
+  const FlowState state = key.proto == kProtoTcp ? FlowState::kTcpSyn
                           : key.proto == kProtoUdp ? FlowState::kUdp : FlowState::kOther;
   e = table_->insert(key, hash, host, next_label_, state, now_ms);
   if (e == nullptr) {
@@ -1126,7 +1129,11 @@ void Worker::mergeFastPath(FlowRecord& r, uint32_t now_ms) const {
 // keep the entry.
 bool Worker::onExpiry(void* self, FlowEntry& e, uint32_t now_ms) {
   auto* w = static_cast<Worker*>(self);
-  if ((e.flags & kFastPath) && w->opts_.fast_path != nullptr) {
+  // A copy no packet reached (packets == 0) was never added to the kernel
+  // map by this worker: the kernel entry, if any, is the owning worker's.
+  // Neither its activity nor its removal belong to the copy.
+  const bool in_kernel = (e.flags & kFastPath) && e.packets > 0 && w->opts_.fast_path != nullptr;
+  if (in_kernel) {
     auto act = w->opts_.fast_path->activity(e.key);
     if (act.ok() && act.value().has_value()) {
       const FastPathActivity& a = *act.value();
@@ -1143,7 +1150,7 @@ bool Worker::onExpiry(void* self, FlowEntry& e, uint32_t now_ms) {
     e.last_seen_ms = now_ms;
     return true;
   }
-  if ((e.flags & kFastPath) && w->opts_.fast_path != nullptr) (void)w->opts_.fast_path->remove(e.key);
+  if (in_kernel) (void)w->opts_.fast_path->remove(e.key);
   w->sync(e, proto::SyncOp::kRemove, now_ms);
   return false;
 }
@@ -1271,14 +1278,17 @@ void Worker::serveControl(uint32_t now_ms) {
   req_cv_.notify_all();
 }
 
-std::vector<FlowRecord> Worker::dumpFlows(size_t limit, int timeout_ms) {
+std::vector<FlowRecord> Worker::dumpFlows(size_t limit, int timeout_ms, bool* complete) {
   std::lock_guard caller(req_caller_mu_);
   std::unique_lock lk(req_mu_);
   req_limit_ = limit;
   req_done_ = false;
   request_.store(int(Request::kDump), std::memory_order_release);
   kick();  // an idle worker sleeps in poll() up to 100 ms
-  if (!req_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return req_done_; })) {
+  const bool done =
+      req_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return req_done_; });
+  if (complete != nullptr) *complete = done;
+  if (!done) {
     request_.store(0, std::memory_order_release);
     return {};
   }

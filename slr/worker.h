@@ -184,7 +184,9 @@ class Worker {
 
   // Control thread: copy up to `limit` live flows.  Served by the worker
   // between batches (it owns the table); waits at most timeout_ms.
-  std::vector<FlowRecord> dumpFlows(size_t limit, int timeout_ms);
+  // *complete (optional) is false when the worker did not answer in time
+  // (the result is then empty, not the worker's table).
+  std::vector<FlowRecord> dumpFlows(size_t limit, int timeout_ms, bool* complete = nullptr);
   // Control thread: number of live flows per host id (draining/status).
   // Copies that never saw a packet here (packets == 0) are not counted.
   std::vector<uint64_t> flowsPerHost(int timeout_ms);
