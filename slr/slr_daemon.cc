@@ -272,7 +272,11 @@ Status SlrDaemon::setup() {
     o.tun = std::move(queues[i]);
     o.tunnel_source = cfg_.slr.tunnel_source.v4HostOrder();
     o.tunnel_mtu = cfg_.slr.tunnel_mtu;
-    o.flow_capacity = std::max<size_t>(1, cfg_.flows.capacity / nworkers);
+    // A hot-spare pair mirrors every flow into every worker (the kernel, not
+    // we, picks the worker a flow's packets reach after a takeover), so each
+    // worker must be able to hold the whole table: memory x workers.
+    o.flow_capacity = cfg_.hot_spare.enabled ? size_t(cfg_.flows.capacity)
+                                             : std::max<size_t>(1, cfg_.flows.capacity / nworkers);
     o.timeouts = toTableTimeouts(cfg_.flows.timeouts);
     o.stateless_on_full = cfg_.flows.on_full == config::OnFull::kStateless;
     o.hash_seed = seed;

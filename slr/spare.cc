@@ -206,6 +206,9 @@ constexpr int kGarpCount = 3;
 constexpr int64_t kGarpSpacingMs = 50;
 constexpr int kPostRetries = 100;  // x 100 us: a worker ring that stays full this long drops the entry
 constexpr int kDumpTimeoutMs = 2000;
+// Frames waiting for a peer that does not read (a stopped spare): beyond
+// this the channel is dropped rather than the memory growing.
+constexpr size_t kMaxBacklogFrames = 8192;
 constexpr int64_t kHostsWaitMs = 12000;  // host agents' reconnect backoff (<= 10 s) + registration
 
 uint64_t msCount(config::Duration d) { return uint64_t(std::max<int64_t>(1, d.count())); }
@@ -362,9 +365,19 @@ void HotSpare::run() {
       // decrypted records the socket no longer signals.
       close_reason.clear();
       bool ok = ch_->readFrames([&](const proto::Frame& f) {
+        last_rx_ms_ = now;
         if (close_reason.empty()) onFrame(f, now, close_reason);
       });
       if (!ok && close_reason.empty()) close_reason = ch_->lastError().empty() ? "closed by the peer" : ch_->lastError();
+      // Only the dialling side has TCP keepalive: a peer that stopped
+      // (SIGSTOP, hung) but keeps its socket open is noticed by silence.
+      if (close_reason.empty() && now - last_rx_ms_ > 2 * int64_t(msCount(hs_.dead_after)))
+        close_reason = "no frame from the peer for " + std::to_string(now - last_rx_ms_) + " ms";
+      if (close_reason.empty() && backlog_overflow_)
+        close_reason = "the peer does not read (" + std::to_string(backlog_.size()) + " frames waiting)";
+      if (close_reason.empty() && resync_incomplete_)
+        close_reason = "full resync incomplete: a worker did not answer within " +
+                       std::to_string(kDumpTimeoutMs) + " ms";
       if (!close_reason.empty()) dropChannel(now, close_reason);
     }
     apply(machine_->hostsReady(now, hostsReady(now)), now);
@@ -440,6 +453,7 @@ void HotSpare::setChannel(std::unique_ptr<PeerChannel> ch, int64_t now, const st
   if (ch_) dropChannel(now, "replaced by a new connection");
   ch_ = std::move(ch);
   rx_since_resync_ = 0;
+  last_rx_ms_ = now;
   LOG_INFO("spare", "sync channel to " + ch_->peerName() + " up (" + how + ")");
   {
     std::lock_guard lk(mu_);
@@ -456,6 +470,8 @@ void HotSpare::dropChannel(int64_t now, const std::string& why) {
   LOG_WARN("spare", "sync channel to " + ch_->peerName() + " down: " + why);
   ch_.reset();
   backlog_.clear();
+  backlog_overflow_ = false;
+  resync_incomplete_ = false;
   lag_pending_.clear();
   {
     std::lock_guard lk(mu_);
@@ -582,7 +598,10 @@ void HotSpare::sendHeartbeat(std::optional<PairState> state) {
   queue(proto::encode(h));
 }
 
-void HotSpare::queue(std::vector<std::byte> frame) { backlog_.push_back(std::move(frame)); }
+void HotSpare::queue(std::vector<std::byte> frame) {
+  backlog_.push_back(std::move(frame));
+  if (backlog_.size() > kMaxBacklogFrames) backlog_overflow_ = true;
+}
 
 // Hand queued frames to the channel, in order, as far as it takes them.
 bool HotSpare::pump() {
@@ -670,7 +689,23 @@ void HotSpare::fullResync() {
     msg.entries.clear();
   };
   for (const auto& w : workers_) {
-    for (const auto& f : w->dumpFlows(std::numeric_limits<size_t>::max(), kDumpTimeoutMs)) {
+    // Between workers: heartbeats must not stop for a long dump, or a
+    // standby spare would take this for a dead main.
+    if (&w != &workers_.front()) {
+      sendHeartbeat();
+      (void)pump();
+    }
+    bool complete = false;
+    auto flows = w->dumpFlows(std::numeric_limits<size_t>::max(), kDumpTimeoutMs, &complete);
+    if (!complete) {
+      // An empty answer is not an empty table: never tell the peer its
+      // mirror is whole.  The run loop drops the channel; the next one
+      // starts with a full resync again.
+      LOG_WARN("spare", "full resync to " + hs_.peer_name + " abandoned: a worker did not answer");
+      resync_incomplete_ = true;
+      return;
+    }
+    for (const auto& f : flows) {
       if (f.endpoint == 0) continue;
       proto::FlowSyncEntry s;
       s.op = proto::SyncOp::kUpsert;

@@ -179,7 +179,7 @@ class HotSpare {
   bool pump();  // false: the connection failed
   void drainSync();
   void discardSync();
-  void fullResync();
+  void fullResync();  // sets resync_incomplete_ when a worker did not answer
   void applySync(const proto::FlowSync& m);
   void claim(int64_t now);
   void refreshClaim();
@@ -210,6 +210,11 @@ class HotSpare {
   std::unique_ptr<PairMachine> machine_;
   std::unique_ptr<PeerChannel> ch_;
   std::deque<std::vector<std::byte>> backlog_;  // frames the channel did not take yet
+  // Set by queue() / fullResync(); the run loop then drops the channel (the
+  // next connection starts with a full resync).
+  bool backlog_overflow_ = false;
+  bool resync_incomplete_ = false;
+  int64_t last_rx_ms_ = 0;  // last frame from the peer on this channel
   uint32_t hb_seq_ = 0, sync_seq_ = 0;
   std::deque<PendingLag> lag_pending_;
   uint64_t lag_sum_ = 0;
