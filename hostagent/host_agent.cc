@@ -301,15 +301,6 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
                              std::to_string(cfg.recovery.stall_after.count()) + "ms");
   }
 
-  StatusServer status(cfg.host.status_socket,
-                      [&st](std::string_view req) { return handleRequest(st, req); });
-  if (auto s = status.start(); !s) {
-    LOG_ERROR("host", "status socket failed, undoing set-up: " + s.error().message());
-    if (terminator) terminator->stop();
-    return 1;
-  }
-  LOG_INFO("host", "status socket " + cfg.host.status_socket);
-
   uint32_t caps = setup.kind() == TunnelKind::kKernel ? proto::kCapKernelTunnel
                                                        : proto::kCapUserspaceTunnel;
   for (const auto& peer : cfg.slrs) {
@@ -328,6 +319,15 @@ int runHostAgent(const config::HostConfig& cfg, std::atomic<bool>& stop) {
     };
     st.sessions.push_back(std::make_unique<SlrSession>(std::move(p), *tls, st.load, stop));
   }
+  // The status socket reads st.sessions: start it once the list is complete.
+  StatusServer status(cfg.host.status_socket,
+                      [&st](std::string_view req) { return handleRequest(st, req); });
+  if (auto s = status.start(); !s) {
+    LOG_ERROR("host", "status socket failed, undoing set-up: " + s.error().message());
+    if (terminator) terminator->stop();
+    return 1;
+  }
+  LOG_INFO("host", "status socket " + cfg.host.status_socket);
   for (auto& s : st.sessions) s->start();
   // After the sessions exist: a check result may trigger sendNow on them.
   health.start();
