@@ -35,8 +35,8 @@
 #     again); the download completes intact.
 # HIER_RECREATE_PARTS (default "a b", with HIER_FAST_PATH "a b c"; spaces or
 # commas) selects the parts; (a) and (c) need HIER_SHORTCUT=1.
-BIG_MB=${BIG_MB:-24}
 HIER_SHORTCUT=${HIER_SHORTCUT:-1}
+BIG_MB=${BIG_MB:-24}   # before the library, which defaults it to 16
 . "$(dirname "$0")/lib_hier.sh"
 require_root
 e2e_init

@@ -27,7 +27,7 @@
 # Figures: recreate_* (times, packets the workers forwarded meanwhile).
 SLR_FAST_PATH=${SLR_FAST_PATH:-eth0}
 export SLR_FAST_PATH
-BIG_MB=${BIG_MB:-24}
+BIG_MB=${BIG_MB:-24}   # before the library, which defaults it to 16
 . "$(dirname "$0")/lib.sh"
 require_root
 e2e_init
