@@ -875,6 +875,14 @@ dl_bytes() { stat -c %s "$RUN_DIR/$1.bin" 2>/dev/null || echo 0; }
 flow_host() {
   slr_get flows "next((f.get('host') or f.get('endpoint') for f in d['flows'] if f['src'] == '$CLI_ADDR:$1' and f['dst'] == '$VIP:${2:-80}'), 'none')"
 }
+# assert_flow_host DESC HOST CLIENT_PORT [VIP_PORT]: the SLR's flow for the
+# client port goes to HOST, waiting up to 5 s for it to appear (a download
+# just started may not have sent its SYN through the SLR yet).
+_flow_on() { [[ "$(flow_host "$2" "${3:-80}")" == "$1" ]]; }
+assert_flow_host() {
+  if wait_for 5 _flow_on "$2" "$3" "${4:-80}"; then ok "$1"; else
+    not_ok "$1 (expected '$2', got '$(flow_host "$3" "${4:-80}")')"; fi
+}
 
 # ---------------------------------------------------------------------------
 # Common bring-up: topology with N hosts, PKI, SLR allowing host1..hostN,

@@ -39,7 +39,7 @@ assert_eq "host1 not drained at start" false "$(drained_of host1)"
 # 1. SLR side
 PD=$(pick_client_port host1 80) || die "a client port the SLR sends to host1"
 start_download dl1 80 "$PD" --limit-rate 2M || die "rate-limited download on h1 starts"
-assert_eq "the download (client port $PD) runs on host1" host1 "$(flow_host "$PD")"
+assert_flow_host "the download (client port $PD) runs on host1" host1 "$PD"
 
 OUT=$(drainctl drain host1 --json 2>&1); RC=$?
 assert_eq "slrctl drain host1 exits 0" 0 "$RC"
@@ -99,7 +99,7 @@ assert_contains "the error names the host" nosuchhost "$OUT"
 # 2. Host side: the agent drains itself
 PD2=$(pick_client_port host1 80 43000) || die "a client port the SLR sends to host1"
 start_download dl2 80 "$PD2" --limit-rate 4M || die "second download on h1 starts"
-assert_eq "the second download (client port $PD2) runs on host1" host1 "$(flow_host "$PD2")"
+assert_flow_host "the second download (client port $PD2) runs on host1" host1 "$PD2"
 OUT=$("$SLRCTL" drain --socket "$(host_sock 1)" 2>&1); RC=$?
 T_HD=$(now_s)
 assert_eq "slrctl drain --socket <h1 agent> exits 0" 0 "$RC"

@@ -124,8 +124,9 @@ start_slr || die "SLR restarts with empty state"
 T_RESTART=$(now_s)
 note "SLR restarted $(awk -v a="$T_KILL" -v b="$T_RESTART" 'BEGIN { printf "%.2f", b - a }')s after the kill"
 if [[ -n "${SLR_FAST_PATH:-}" ]]; then
-  # The new fast path map is empty: now the flows stall.
-  wait_for 10 all_still || not_ok "the downloads stall after the restart (fast path state lost)"
+  # The new fast path map is empty: now the flows stall, once the servers
+  # have used up what they may send without ACKs (seconds at 2 MiB/s).
+  wait_for 30 all_still || not_ok "the downloads stall after the restart (fast path state lost)"
 fi
 snap_sizes
 note "stalled at: $(for d in "${DLS[@]}"; do printf '%s=%s ' "$d" "${DL_S[$d]}"; done)"
@@ -192,6 +193,16 @@ for i in 1 2; do
   [[ -n "$stalls" ]] && echo "# figure: echo_host_stall_ms_h$i ${stalls% }"
 done
 check "SLR still running" slr_alive
+
+# ECHO_FORGED=0 skips part 2: with several workers the worker that receives a
+# forged reply may not own the flow it names; it keeps an unused copy and
+# counts it applied while the owner refuses it (a known limitation, see the
+# closing notes of issue 4), so part 2's exact counts hold for one worker.
+if [[ "${ECHO_FORGED:-1}" == 0 ]]; then
+  note "part 2 (forged replies) skipped: ECHO_FORGED=0"
+  summary
+  exit 0
+fi
 
 # ---------------------------------------------------------------------------
 # Part 2: forged echo replies from the client namespace.

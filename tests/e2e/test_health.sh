@@ -91,7 +91,7 @@ assert_eq "20 requests succeed with both hosts healthy" 20 "$TALLY_OK"
 # 1. http check: stop h1's web server
 PD=$(pick_client_port host2 80) || die "a client port the SLR sends to host2"
 start_download dl_h2 80 "$PD" --limit-rate 2M || die "rate-limited download on h2 starts"
-assert_eq "the download (client port $PD) runs on host2" host2 "$(flow_host "$PD")"
+assert_flow_host "the download (client port $PD) runs on host2" host2 "$PD"
 
 # The prober: a new connection every 20 ms, one line per attempt:
 # "<epoch seconds> <body or fail:ERROR>".
@@ -208,7 +208,7 @@ assert_gt "h1 gets new flows again" "${TALLY[h1]:-0}" 0
 # 2. command check: h2 flagged down while a download runs on it
 PD2=$(pick_client_port host2 80 43000) || die "a client port the SLR sends to host2"
 start_download dl2_h2 80 "$PD2" --limit-rate 4M || die "second download on h2 starts"
-assert_eq "the second download (client port $PD2) runs on host2" host2 "$(flow_host "$PD2")"
+assert_flow_host "the second download (client port $PD2) runs on host2" host2 "$PD2"
 touch "$FLAG"
 if wait_for 10 avail_is host2 false; then
   ok "h2's subnet unavailable ${WAITED_S}s after its command check started failing"
