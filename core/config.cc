@@ -263,6 +263,32 @@ std::string element(const std::string& base, size_t i) {
   return base + "[" + std::to_string(i) + "]";
 }
 
+// [[section]] elements must not share a name / an endpoint: the first
+// earlier element with the same one is reported at `path` ("a name not
+// used by host[0]").  address_ok[j] false: element j's address did not
+// parse, so it cannot clash.
+template <typename T>
+void requireUniqueName(Ctx& ctx, const std::string& path, const std::string& section,
+                       const std::vector<T>& earlier, const std::string& name) {
+  for (size_t j = 0; j < earlier.size(); ++j) {
+    if (earlier[j].name == name) {
+      ctx.expected(path, "a name not used by " + element(section, j), quote(name));
+      return;
+    }
+  }
+}
+template <typename T>
+void requireUniqueAddress(Ctx& ctx, const std::string& path, const std::string& section,
+                          const std::vector<T>& earlier, const std::vector<bool>& address_ok,
+                          const Endpoint& address) {
+  for (size_t j = 0; j < earlier.size(); ++j) {
+    if (address_ok[j] && earlier[j].address == address) {
+      ctx.expected(path, "an endpoint not used by " + element(section, j), quote(address.str()));
+      return;
+    }
+  }
+}
+
 // ------------------------------------------------------------ tables ----
 
 // One TOML table with its allowed keys.  A Section over a missing table (whose
@@ -853,22 +879,9 @@ void readNeighbors(Section& root, SlrConfig& c, bool slr_name_ok) {
       if (slr_name_ok && nb.name == c.slr.name) {
         ctx.expected(s.path("name"), "a name other than slr.name", quote(nb.name));
       }
-      for (size_t j = 0; j < c.neighbors.size(); ++j) {
-        if (c.neighbors[j].name == nb.name) {
-          ctx.expected(s.path("name"), "a name not used by " + element("neighbor", j), quote(nb.name));
-          break;
-        }
-      }
+      requireUniqueName(ctx, s.path("name"), "neighbor", c.neighbors, nb.name);
     }
-    if (addr_ok) {
-      for (size_t j = 0; j < c.neighbors.size(); ++j) {
-        if (addr_ok_list[j] && c.neighbors[j].address == nb.address) {
-          ctx.expected(s.path("address"), "an endpoint not used by " + element("neighbor", j),
-                       quote(nb.address.str()));
-          break;
-        }
-      }
-    }
+    if (addr_ok) requireUniqueAddress(ctx, s.path("address"), "neighbor", c.neighbors, addr_ok_list, nb.address);
     addr_ok_list.push_back(addr_ok);
     c.neighbors.push_back(std::move(nb));
   }
@@ -975,13 +988,7 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
       if (slr_name_ok && u.name == c.slr.name) {
         ctx.expected(s.path("name"), "a name other than slr.name", quote(u.name));
       }
-      for (size_t j = 0; j < c.upstreams.size(); ++j) {
-        if (c.upstreams[j].name == u.name) {
-          ctx.expected(s.path("name"), "a name not used by " + element("upstream", j),
-                       quote(u.name));
-          break;
-        }
-      }
+      requireUniqueName(ctx, s.path("name"), "upstream", c.upstreams, u.name);
     }
     c.upstreams.push_back(std::move(u));
   }
@@ -1020,12 +1027,7 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     bool name_ok = read(s, "name", Need::kRequired, kNameWhat, h.name, parseName);
     if (!name_ok) all_host_names_ok = false;
     if (name_ok) {
-      for (size_t j = 0; j < c.hosts.size(); ++j) {
-        if (c.hosts[j].name == h.name) {
-          ctx.expected(s.path("name"), "a name not used by " + element("host", j), quote(h.name));
-          break;
-        }
-      }
+      requireUniqueName(ctx, s.path("name"), "host", c.hosts, h.name);
     }
     if (s.present()) {
       const toml::node* n = s.at("subnets");
@@ -1071,12 +1073,7 @@ void readSlr(Ctx& ctx, const toml::table& doc, SlrConfig& c) {
     RegionConfig r;
     size_t index = c.regions.size();
     if (read(s, "name", Need::kRequired, kNameWhat, r.name, parseName)) {
-      for (size_t j = 0; j < c.regions.size(); ++j) {
-        if (c.regions[j].name == r.name) {
-          ctx.expected(s.path("name"), "a name not used by " + element("region", j), quote(r.name));
-          break;
-        }
-      }
+      requireUniqueName(ctx, s.path("name"), "region", c.regions, r.name);
     }
     if (s.present()) {
       const toml::node* n = s.at("clients");
@@ -1188,12 +1185,7 @@ void readChecks(Section& root, HostConfig& c) {
                "timeout", "rise", "fall", "subnets"});
     HealthCheckConfig k;
     if (read(s, "name", Need::kRequired, kNameWhat, k.name, parseName)) {
-      for (size_t j = 0; j < c.checks.size(); ++j) {
-        if (c.checks[j].name == k.name) {
-          ctx.expected(s.path("name"), "a name not used by " + element("check", j), quote(k.name));
-          break;
-        }
-      }
+      requireUniqueName(ctx, s.path("name"), "check", c.checks, k.name);
     }
     bool type_ok = read(s, "type", Need::kRequired, enumWhat(kCheckTypeNames), k.type, enumIn(kCheckTypeNames));
     if (type_ok) {
@@ -1301,15 +1293,7 @@ void readHost(Ctx& ctx, const toml::table& doc, HostConfig& c) {
         addr_ok) {
       p.tunnel_source = p.address.addr;
     }
-    if (addr_ok) {
-      for (size_t j = 0; j < c.slrs.size(); ++j) {
-        if (slr_address_ok[j] && c.slrs[j].address == p.address) {
-          ctx.expected(s.path("address"), "an endpoint not used by " + element("slr", j),
-                       quote(p.address.str()));
-          break;
-        }
-      }
-    }
+    if (addr_ok) requireUniqueAddress(ctx, s.path("address"), "slr", c.slrs, slr_address_ok, p.address);
     slr_address_ok.push_back(addr_ok);
     c.slrs.push_back(std::move(p));
   }
