@@ -286,6 +286,10 @@ int drainCmd(const std::string& socket_opt, bool drain, const std::string& name,
     return kExitRuntime;
   }
   const std::string host = j.value("host", name.empty() ? std::string("this host") : name);
+  if (!j.value("applied", true)) {
+    std::cerr << "slrctl " << verb << ": " << p << ": warning: the SLR's tables had not caught up "
+              << "after 2 s; new flows follow at its next rebuild\n";
+  }
   if (!wait) {
     if (as_json) {
       std::cout << j.dump(2) << '\n';

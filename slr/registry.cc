@@ -68,7 +68,7 @@ HostRegistry::UpdateResult HostRegistry::update(uint16_t id, uint64_t session,
         h.state_since = now;
       }
       h.subnets.clear();
-      changed_.store(true);
+      markChangedLocked();
       return {Kind::kSubnetNotAuthorised, why};
     }
   }
@@ -78,7 +78,7 @@ HostRegistry::UpdateResult HostRegistry::update(uint16_t id, uint64_t session,
     changed = !(h.subnets[i].prefix == u.entries[i].prefix) ||
               h.subnets[i].available != u.entries[i].available;
   }
-  if (changed) changed_.store(true);
+  if (changed) markChangedLocked();
   h.subnets.clear();
   for (const auto& e : u.entries) h.subnets.push_back({e.prefix, e.load, e.available});
   if (h.state != HostState::kUp) {
@@ -98,7 +98,7 @@ bool HostRegistry::disconnect(uint16_t id, uint64_t session, Clock::time_point n
   h.state_since = now;
   h.last_error = "control connection closed";
   for (auto& sub : h.subnets) sub.available = false;
-  changed_.store(true);
+  markChangedLocked();
   return true;
 }
 
@@ -119,7 +119,7 @@ void HostRegistry::refuse(uint16_t id, const std::string& why, Clock::time_point
     h.state_since = now;
   }
   h.subnets.clear();
-  changed_.store(true);
+  markChangedLocked();
 }
 
 std::vector<std::string> HostRegistry::expire(Clock::time_point now, Clock::duration hold) {
@@ -142,15 +142,26 @@ bool HostRegistry::setDrained(uint16_t id, bool drained) {
   auto& h = hosts_.at(id);
   if (h.drained == drained) return false;
   h.drained = drained;
-  changed_.store(true);
+  markChangedLocked();
   return true;
 }
 
-std::vector<HostRecord> HostRegistry::snapshot() const {
+void HostRegistry::markChangedLocked() {
+  ++version_;
+  changed_.store(true);
+}
+
+uint64_t HostRegistry::version() const {
+  std::lock_guard lk(mu_);
+  return version_;
+}
+
+std::vector<HostRecord> HostRegistry::snapshot(uint64_t* version) const {
   std::vector<HostRecord> out;
   {
     std::lock_guard lk(mu_);
     out = hosts_;
+    if (version != nullptr) *version = version_;
   }
   for (auto& h : out) {
     if (!h.drained) continue;

@@ -116,14 +116,23 @@ class HostRegistry {
   bool takeChanged() { return changed_.exchange(false); }
   void markChanged() { changed_.store(true); }
 
+  // Bumps with every such change.  A table built from a snapshot of version
+  // v reflects every change up to v: `slrctl drain` answers once the
+  // published tables have caught up with its change.
+  uint64_t version() const;
+
   // Copy for building snapshots and status output.  A drained host's
   // subnets read as unavailable, so the table builder gives it no new flows.
-  std::vector<HostRecord> snapshot() const;
+  // `version` (optional) receives the version of this copy.
+  std::vector<HostRecord> snapshot(uint64_t* version = nullptr) const;
   size_t size() const { return hosts_.size(); }
 
  private:
+  void markChangedLocked();  // with mu_ held
+
   mutable std::mutex mu_;
   std::vector<HostRecord> hosts_;
+  uint64_t version_ = 0;  // under mu_
   std::atomic<bool> changed_{false};
 };
 

@@ -70,6 +70,8 @@ class SlrDaemon {
   const config::SlrConfig& cfg_;
   HostRegistry registry_;
   SnapshotHolder snapshots_;
+  // The registry version the last published tables were built from.
+  std::atomic<uint64_t> built_version_{0};
   std::unique_ptr<TableBuilder> builder_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<FastPath> fast_path_;
@@ -472,7 +474,8 @@ void SlrDaemon::loop(std::atomic<bool>& stop) {
       LOG_WARN("slr", "host " + name + " withdrawn: no update within the hold time (" +
                           std::to_string(cfg_.policy.hold_time.count()) + " ms)");
     }
-    auto hosts = registry_.snapshot();
+    uint64_t version = 0;
+    auto hosts = registry_.snapshot(&version);
     std::vector<double> extra;
     if (cfg_.policy.route_cost_source == config::RouteCostSource::kKernel) extra = kernelRouteCosts(hosts);
     std::time_t t = std::time(nullptr);
@@ -485,6 +488,7 @@ void SlrDaemon::loop(std::atomic<bool>& stop) {
       if (lua_) lua_health_ = lua_->health();
     }
     snapshots_.publish(std::move(snap));
+    built_version_.store(version, std::memory_order_release);
   }
 }
 
@@ -800,7 +804,10 @@ std::vector<uint64_t> SlrDaemon::liveFlowsPerHost() {
 }
 
 // `drain NAME` / `undrain NAME` (status thread).  NAME is a [[host]] name or
-// its id.  The control loop is woken so the tables are rebuilt at once.
+// its id.  The control loop is woken so the tables are rebuilt at once, and
+// the answer waits (at most 2 s) until the workers have those tables: once
+// `slrctl drain` returns, no new flow goes to the host.  "applied" says
+// whether that wait ended in time.
 json SlrDaemon::drainJson(std::string_view arg, bool drain) {
   std::string name(arg);
   while (!name.empty() && name.back() == ' ') name.pop_back();
@@ -819,8 +826,16 @@ json SlrDaemon::drainJson(std::string_view arg, bool drain) {
     uint64_t one = 1;
     (void)!::write(control_->wakeFd(), &one, sizeof one);
   }
+  const uint64_t want = registry_.version();
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  bool applied = built_version_.load(std::memory_order_acquire) >= want;
+  while (!applied && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    applied = built_version_.load(std::memory_order_acquire) >= want;
+  }
   auto live = liveFlowsPerHost();
-  return json{{"ok", true}, {"host", hname}, {"drained", drain}, {"flows", live[size_t(id)]}};
+  return json{{"ok", true}, {"host", hname}, {"drained", drain}, {"applied", applied},
+              {"flows", live[size_t(id)]}};
 }
 
 json SlrDaemon::spareJson() {

@@ -127,5 +127,32 @@ TEST(RegistryDrain, AvailabilityChangesAskForARebuild) {
   EXPECT_TRUE(r.takeChanged());
 }
 
+// The version tells a waiter (slrctl drain) whether a table was built after
+// its change: it moves with every change that asks for a rebuild, only then,
+// and a snapshot carries the version it was taken at.
+TEST(RegistryDrain, VersionMovesWithEveryChange) {
+  HostRegistry r(hosts());
+  const uint64_t v0 = r.version();
+  auto [s1, s2] = bringUp(r);
+  const uint64_t v1 = r.version();
+  EXPECT_GT(v1, v0);
+  uint64_t seen = 0;
+  (void)r.snapshot(&seen);
+  EXPECT_EQ(seen, v1);
+
+  auto t = Clock::now();
+  EXPECT_TRUE(r.update(0, s1, update(0.7), t).ok());  // load only: no rebuild asked
+  EXPECT_EQ(r.version(), v1);
+  EXPECT_TRUE(r.setDrained(0, true));
+  const uint64_t v2 = r.version();
+  EXPECT_GT(v2, v1);
+  EXPECT_FALSE(r.setDrained(0, true));
+  EXPECT_EQ(r.version(), v2);
+  EXPECT_TRUE(r.update(1, s2, update(0.5, false), t).ok());
+  EXPECT_GT(r.version(), v2);
+  (void)r.snapshot(&seen);
+  EXPECT_EQ(seen, r.version());
+}
+
 }  // namespace
 }  // namespace slr::router
