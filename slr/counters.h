@@ -49,6 +49,7 @@ struct alignas(64) WorkerCounters {
   Counter tx_packets{0}, tx_bytes{0};
   Counter flows_created{0};
   Counter flows_rerouted{0};        // flow's host went away; re-selected
+  Counter flows_reused{0};          // a SYN on the 5-tuple of an ended flow: scheduled afresh
   Counter flows_midstream{0};       // state created for a TCP segment without SYN (stateless guess)
   Counter stateless_forwarded{0};   // table full, forwarded by consistent hash
   Counter icmp_too_big_sent{0};

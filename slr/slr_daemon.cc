@@ -556,7 +556,7 @@ json SlrDaemon::statusJson() {
     j["tables"] = {{"generation", snapshots_.generation()}, {"routes", last_snap_->routes.size()}};
   }
   uint64_t rx = 0, tx = 0, rxb = 0, txb = 0, created = 0, expired = 0, full = 0, stateless = 0,
-           active = 0, rerouted = 0, icmp = 0, midstream = 0;
+           active = 0, rerouted = 0, reused = 0, icmp = 0, midstream = 0;
   std::vector<uint64_t> parse(size_t(ParseError::kCount), 0), drops(size_t(Drop::kCount), 0);
   std::vector<uint64_t> vp(cfg_.vips.size()), vb(cfg_.vips.size()), vf(cfg_.vips.size());
   size_t capacity = 0;
@@ -572,6 +572,7 @@ json SlrDaemon::statusJson() {
     stateless += read(c.stateless_forwarded);
     active += read(c.active_flows);
     rerouted += read(c.flows_rerouted);
+    reused += read(c.flows_reused);
     midstream += read(c.flows_midstream);
     icmp += read(c.icmp_too_big_sent);
     for (size_t i = 1; i < parse.size(); ++i) parse[i] += read(c.parse_drops[i]);
@@ -607,7 +608,7 @@ json SlrDaemon::statusJson() {
                     {"installed", installed},            {"install_failed", install_failed}};
   j["flows"] = {{"active", active},   {"capacity", capacity},   {"created", created},
                 {"expired", expired}, {"table_full", full},     {"stateless_forwarded", stateless},
-                {"rerouted", rerouted}, {"midstream", midstream}, {"on_full", std::string(config::onFullName(cfg_.flows.on_full))}};
+                {"rerouted", rerouted}, {"reused", reused}, {"midstream", midstream}, {"on_full", std::string(config::onFullName(cfg_.flows.on_full))}};
   json d = json::object();
   uint64_t total = 0;
   for (size_t i = 1; i < parse.size(); ++i) {

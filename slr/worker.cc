@@ -380,10 +380,15 @@ bool Worker::forward(Packet& p, uint32_t now_ms) {
   const uint64_t hash = p.hash;
   uint16_t nh = kNoNextHop;
   FlowEntry* e = table_->lookup(info.key, hash, now_ms);
-  if (e != nullptr && (e->flags & kMidstream) &&
-      (info.tcp_flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag) {
-    // A new connection on the 5-tuple of a mid-stream guess: the old one is
-    // gone, the policy picks for the new one like for any SYN.
+  if (e != nullptr && (info.tcp_flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag &&
+      info.key.proto == kProtoTcp && ((e->flags & kMidstream) || connectionEnded(*e))) {
+    // A new connection on the 5-tuple of a mid-stream guess, or of one that
+    // ended (FIN/RST seen, the entry lingers for tcp_closing; clients reuse
+    // ports at once when the server closed first): the old one is gone, the
+    // policy picks for the new one like for any SYN.  Keeping the old next
+    // hop would give a drained or unhealthy host new connections.
+    if (!(e->flags & kMidstream)) bump(counters_->flows_reused);
+    retire(*e, now_ms);
     (void)table_->erase(info.key, hash);
     e = nullptr;
   }
@@ -762,6 +767,23 @@ bool Worker::alive(uint16_t nh) const {
 bool Worker::isHost(uint16_t nh) const {
   return nh < kShortcutBase && nh < snap_->next_hops.size() && snap_->next_hops[nh].up &&
          !snap_->next_hops[nh].is_slr;
+}
+
+bool Worker::connectionEnded(const FlowEntry& e) const {
+  if (e.state == FlowState::kTcpClosing) return true;
+  // The kernel forwards a fast-path flow's FIN; it hands a SYN after one up
+  // (the BPF program's find_flow).  One map lookup, for a SYN on a known
+  // 5-tuple only.  A copy (packets == 0) is not this worker's to ask about.
+  if (!(e.flags & kFastPath) || e.packets == 0 || opts_.fast_path == nullptr) return false;
+  auto act = opts_.fast_path->activity(e.key);
+  return act.ok() && act.value().has_value() &&
+         (act.value()->tcp_flags & (FlowTable::kTcpFin | FlowTable::kTcpRst)) != 0;
+}
+
+void Worker::retire(const FlowEntry& e, uint32_t now_ms) {
+  if ((e.flags & kFastPath) && e.packets > 0 && opts_.fast_path != nullptr)
+    (void)opts_.fast_path->remove(e.key);
+  sync(e, proto::SyncOp::kRemove, now_ms);
 }
 
 // A flow sent to a shortcut-capable lower SLR stops waiting for its shortcut

@@ -249,6 +249,11 @@ class Worker {
   bool alive(uint16_t nh) const;     // a shortcut endpoint, or a next hop that is up
   bool isHost(uint16_t nh) const;    // an up next hop that is a host (not a lower SLR)
   void stopAwaiting(FlowEntry& e, size_t vip, uint32_t now_ms);
+  // A TCP flow whose FIN or RST this worker or the kernel fast path saw.
+  bool connectionEnded(const FlowEntry& e) const;
+  // Before erasing an entry out of turn: out of the kernel map, and the
+  // spare told.
+  void retire(const FlowEntry& e, uint32_t now_ms);
   void sync(const FlowEntry& e, proto::SyncOp op, uint32_t now_ms);
   FlowRecord record(const FlowEntry& e, uint32_t now_ms) const;
   void sendTooBig(const std::byte* inner, size_t inner_len);

@@ -42,7 +42,9 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
 #define OUTER_TTL 64
 #define OUTER_LEN 20 /* struct iphdr, no options */
 
@@ -188,7 +190,9 @@ static __always_inline void touch_flow(struct flow_value *v, __u8 tcp_flags)
 
 /* The installed flow of the IPv4 packet `iph` (its TCP/UDP header at
  * data + l4_off), touched (touch_flow), or NULL: not TCP/UDP, or not
- * installed (counted as a slow-path miss). */
+ * installed (counted as a slow-path miss), or a new connection on the
+ * 5-tuple of one that ended (a SYN after FIN/RST): the worker schedules
+ * that one afresh, as the old host may be drained or unhealthy by now. */
 static __always_inline struct flow_value *find_flow(void *data, void *data_end, __u32 l4_off,
 						     struct iphdr *iph, __u8 *tcp_flags, __u32 *l4_hdr)
 {
@@ -201,6 +205,11 @@ static __always_inline struct flow_value *find_flow(void *data, void *data_end, 
 	key.family = 4;
 	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
 	if (!v) {
+		count(CNT_SLOW_PATH, 1);
+		return 0;
+	}
+	if ((*tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+	    (v->tcp_flags_seen & (TCP_FLAG_FIN | TCP_FLAG_RST))) {
 		count(CNT_SLOW_PATH, 1);
 		return 0;
 	}
