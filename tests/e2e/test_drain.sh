@@ -29,7 +29,7 @@ bring_up 2
 drainctl()   { "$SLRCTL" "$@" --socket "$SLR_SOCK"; }
 drained_of() { slr_get hosts "host('$1').get('drained')"; }
 flows_of()   { slr_get hosts "host('$1').get('flows')"; }
-avail_is()   { [[ "$(slr_get hosts "all(s.get('available') for s in host('$1')['subnets'])" 2>/dev/null)" == "$2" ]]; }
+avail_is()   { [[ "$(slr_avail "$1" 2>/dev/null)" == "$2" ]]; }
 h1_requests() { grep -c '"GET / HTTP' "$RUN_DIR/http1.log" 2>/dev/null || true; }
 flows_zero() { [[ "$(flows_of "$1")" == 0 ]]; }
 
@@ -41,9 +41,47 @@ PD=$(pick_client_port host1 80) || die "a client port the SLR sends to host1"
 start_download dl1 80 "$PD" --limit-rate 2M || die "rate-limited download on h1 starts"
 assert_flow_host "the download (client port $PD) runs on host1" host1 "$PD"
 
+# A connection from client port PR ends on h1 just before the drain; its
+# entry lingers (closing) for tcp_closing.  The server closes first, so the
+# client may reuse the port at once (Linux does for its own ephemeral ports).
+# get_from PORT: GET / from cli's PORT, read to the server's close; the body.
+get_from() {
+  ns cli "$PY" - "$VIP" "$1" <<'PYEOF'
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.settimeout(5); s.bind(("", int(sys.argv[2]))); s.connect((sys.argv[1], 80))
+s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+buf = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    buf += d
+print(buf.partition(b"\r\n\r\n")[2].decode().strip())
+PYEOF
+}
+flow_state() {
+  slr_json flows -n 100000 | json_get - "next((f['state'] for f in d['flows'] if f['src'] == '$CLI_ADDR:$1'), 'none')"
+}
+PR=$(pick_client_port host1 80 44000) || die "a client port the SLR sends to host1"
+assert_eq "a request from client port $PR is served by h1" h1 "$(get_from "$PR" 2>&1)"
+if wait_for 2 eval '[[ "$(flow_state "$PR")" == closing ]]'; then
+  ok "its entry at the SLR is closing (FIN seen)"
+else
+  not_ok "its entry at the SLR is closing (state $(flow_state "$PR"))"
+fi
+REUSED0=$(slr_get status "d['flows']['reused']")
+
 OUT=$(drainctl drain host1 --json 2>&1); RC=$?
 assert_eq "slrctl drain host1 exits 0" 0 "$RC"
 note "drain: $OUT"
+assert_eq "drain answer: the rebuilt tables are in use" true "$(json_get - "d.get('applied')" <<<"$OUT")"
+# A new connection on the ended one's 5-tuple is a new flow: scheduled
+# afresh, not sent to the drained host by the lingering entry.
+assert_eq "the same client port again, host1 drained: served by h2" h2 "$(get_from "$PR" 2>&1)"
+assert_eq "the SLR's entry for client port $PR now goes to host2" host2 "$(flow_host "$PR")"
+assert_ge "status flows.reused counted the reused 5-tuple" \
+  "$(slr_get status "d['flows']['reused']")" "$((REUSED0 + 1))"
 assert_eq "drain answer: ok, drained, host" "True True host1" \
   "$(json_get - "'%s %s %s' % (d.get('ok'), d.get('drained'), d.get('host'))" <<<"$OUT")"
 slr_json hosts >"$RUN_DIR/hosts-drained.json" || true
