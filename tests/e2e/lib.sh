@@ -638,6 +638,14 @@ host_get()  { local out; out=$(host_json "$1") || return 1; json_get - "$2" <<<"
 # host_state NAME: state of NAME in the SLR's hosts view ("absent" if not listed).
 host_state() { slr_get hosts "(host('$1') or {}).get('state', 'absent')"; }
 host_is()    { [[ "$(host_state "$1" 2>/dev/null)" == "$2" ]]; }
+# slr_avail HOST: "true" when the SLR lists every subnet of HOST available and
+# its last tables made HOST eligible for new flows there, "false" when neither
+# holds for any subnet, "mixed" in between.  (A host's update or a drain
+# reaches the registry a moment before the rebuilt tables do.)
+slr_avail() {
+  slr_get hosts "(lambda v: 'true' if all(v) else 'false' if not any(v) else 'mixed')(
+    [x for s in host('$1')['subnets'] for x in (bool(s.get('available')), bool(s.get('eligible')))])"
+}
 hosts_up()   { local h; for h in "$@"; do host_is "$h" up || return 1; done; }
 
 # ---------------------------------------------------------------------------
@@ -721,18 +729,26 @@ cli_get() {
 }
 
 # http_tally N: N sequential requests from cli.  Sets TALLY_OK, TALLY_FAILED,
-# TALLY (assoc: body -> count) and TALLY_BODIES (one body per line, "FAILED").
+# TALLY (assoc: body -> count), TALLY_BODIES (one body per line, "FAILED")
+# and TALLY_PORTS ("PORT:BODY ...", the client port of each request).
 declare -A TALLY=()
 http_tally() {
-  local n=$1 k body
-  TALLY=(); TALLY_OK=0; TALLY_FAILED=0; TALLY_BODIES=""
+  local n=$1 k out body port
+  TALLY=(); TALLY_OK=0; TALLY_FAILED=0; TALLY_BODIES=""; TALLY_PORTS=""
   for ((k = 0; k < n; k++)); do
-    if body=$(cli_get "" 2>/dev/null) && [[ -n "$body" ]]; then
-      TALLY_OK=$((TALLY_OK + 1)); TALLY[$body]=$((${TALLY[$body]:-0} + 1))
+    body=FAILED; port=0
+    if out=$(cli_get "" -w '\n%{local_port}' 2>/dev/null) && [[ "$out" == *$'\n'* ]]; then
+      port=${out##*$'\n'}; out=${out%$'\n'*}
+      while [[ "$out" == *$'\n' ]]; do out=${out%$'\n'}; done
+      [[ -n "$out" ]] && body=$out
+    fi
+    if [[ "$body" == FAILED ]]; then
+      TALLY_FAILED=$((TALLY_FAILED + 1))
     else
-      body=FAILED; TALLY_FAILED=$((TALLY_FAILED + 1))
+      TALLY_OK=$((TALLY_OK + 1)); TALLY[$body]=$((${TALLY[$body]:-0} + 1))
     fi
     TALLY_BODIES+="$body"$'\n'
+    TALLY_PORTS+="$port:$body "
   done
 }
 tally_str() { local k s=""; for k in "${!TALLY[@]}"; do s+="$k=${TALLY[$k]} "; done; echo "${s% } failed=$TALLY_FAILED"; }
