@@ -577,8 +577,13 @@ void HotSpare::apply(const PairMachine::Actions& a, int64_t now) {
                             (machine_->peerState() ? pairStateName(*machine_->peerState()) : "absent") + ")");
     }
   }
-  if (a.resync) fullResync();
-  if (a.send_handover) {
+  const bool table_sent = !a.resync || fullResync();
+  if (a.send_handover && !table_sent) {
+    // "Take it back" promises the peer a whole table.  The channel is
+    // dropped (resync_incomplete_); we go on forwarding (kHandover reverts
+    // to active on the silence) and the next connection hands over again.
+    LOG_WARN("spare", "not handing over to " + hs_.peer_name + ": the table was not sent whole");
+  } else if (a.send_handover) {
     sendHeartbeat(PairState::kHandover);  // queued after the table: the peer applies it all first
     LOG_INFO("spare", "table sent to the recovering " + hs_.peer_name + ": handing over");
   }
@@ -676,7 +681,8 @@ void HotSpare::drainSync() {
 
 // The whole table to the peer: every worker's flows as upserts, then a frame
 // with resync_done.  Changes drained afterwards are newer than the dump.
-void HotSpare::fullResync() {
+// false (and resync_incomplete_) when a worker did not answer.
+bool HotSpare::fullResync() {
   for (const auto& w : workers_) (void)w->takeSyncOverflow();
   discardSync();
   proto::FlowSync msg;
@@ -703,7 +709,7 @@ void HotSpare::fullResync() {
       // starts with a full resync again.
       LOG_WARN("spare", "full resync to " + hs_.peer_name + " abandoned: a worker did not answer");
       resync_incomplete_ = true;
-      return;
+      return false;
     }
     for (const auto& f : flows) {
       if (f.endpoint == 0) continue;
@@ -724,6 +730,7 @@ void HotSpare::fullResync() {
   std::lock_guard lk(mu_);
   ++st_.resyncs;
   st_.sent += total;
+  return true;
 }
 
 // The peer's changes: to every worker (the kernel picks the TUN queue, so

@@ -179,7 +179,7 @@ class HotSpare {
   bool pump();  // false: the connection failed
   void drainSync();
   void discardSync();
-  void fullResync();  // sets resync_incomplete_ when a worker did not answer
+  bool fullResync();  // false, and resync_incomplete_, when a worker did not answer
   void applySync(const proto::FlowSync& m);
   void claim(int64_t now);
   void refreshClaim();
