@@ -44,10 +44,13 @@ require_slrctl
 
 declare -A DL_PID   # (lib.sh's; download_ok NAME waits for DL_PID[NAME])
 DL_RATE=${RECREATE_RATE:-2M}       # 24 MiB at 2 MiB/s: ~12 s
+# (a)'s download must outlive net's restart and the re-signal by seconds on
+# a loaded machine: 24 MiB at 1 MiB/s, ~24 s.
+A_RATE=${RECREATE_RATE_A:-1M}
 DL_PORT=45100
 DL2_PORT=45200
 figure() { echo "# figure: $1 $2"; }
-note "shortcut $HIER_SHORTCUT, download ${BIG_MB} MiB at $DL_RATE, both ASs: ${HIER_RECREATE_BOTH_AS:-0}"
+note "shortcut $HIER_SHORTCUT, download ${BIG_MB} MiB at $DL_RATE ((a): $A_RATE), both ASs: ${HIER_RECREATE_BOTH_AS:-0}"
 hier_bring_up
 
 sum_counter() {  # EXPR NAME...: EXPR summed over the SLRs' status
@@ -90,7 +93,7 @@ fi
 # ===========================================================================
 # (a) net loses its shortcut
 part_a() {
-hier_start_long_download "$DL_PORT" "$DL_RATE" || die "long download starts"
+hier_start_long_download "$DL_PORT" "$A_RATE" || die "long download starts"
 DL_SITE=$(wait_for 5 dl_site "$DL_PORT" && dl_site "$DL_PORT") || die "the download's flow is in some site SLR's flow table"
 DL_HOST=$(flow_next_hop "$DL_SITE" "$CLI_ADDR:$DL_PORT")
 DL_SYS=${HPARENT[$DL_SITE]}
@@ -135,6 +138,7 @@ if wait_for 30 net_shortcut_to "$DL_PORT" "$H_ADDR"; then
   figure hier_recreate_shortcut_reapplied_s "$T"
 else
   not_ok "the restarted net sends the flow straight to $DL_HOST again (flow: $(net_flow "$DL_PORT" "f"))"
+  note "download at $(($(dl_bytes long) / 1048576)) MiB, curl $(kill -0 "$LONG_PID" 2>/dev/null && echo running || echo done); $DL_SYS's flow: $(hier_get "$DL_SYS" flows "next((f for f in d['flows'] if f['src'] == '$CLI_ADDR:$DL_PORT'), None)"); upstream sessions at $DL_SYS: $(counter "$DL_SYS" "json.dumps((d.get('level') or {}).get('upstreams'))")"
 fi
 note "net's flow now: $(net_flow "$DL_PORT" "f")"
 assert_ge "restarted net: status.shortcut.applied >= 1" "$(counter net "d['shortcut']['applied']")" 1
