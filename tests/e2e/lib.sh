@@ -20,6 +20,7 @@
 
 _E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$_E2E_LIB_DIR/../.." && pwd)
+HTTP10=$_E2E_LIB_DIR/http10.py   # one HTTP/1.0 GET, the server closes first
 SLRCTL=${SLRCTL:-$REPO_ROOT/build/slrctl}
 [[ "$SLRCTL" == /* ]] || SLRCTL=$REPO_ROOT/$SLRCTL
 if [[ -x /usr/bin/python3 ]]; then PY=${PYTHON:-/usr/bin/python3}; else PY=${PYTHON:-python3}; fi

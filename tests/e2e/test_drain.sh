@@ -45,21 +45,7 @@ assert_flow_host "the download (client port $PD) runs on host1" host1 "$PD"
 # entry lingers (closing) for tcp_closing.  The server closes first, so the
 # client may reuse the port at once (Linux does for its own ephemeral ports).
 # get_from PORT: GET / from cli's PORT, read to the server's close; the body.
-get_from() {
-  ns cli "$PY" - "$VIP" "$1" <<'PYEOF'
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.settimeout(5); s.bind(("", int(sys.argv[2]))); s.connect((sys.argv[1], 80))
-s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-buf = b""
-while True:
-    d = s.recv(4096)
-    if not d:
-        break
-    buf += d
-print(buf.partition(b"\r\n\r\n")[2].decode().strip())
-PYEOF
-}
+get_from() { ns cli "$PY" "$HTTP10" "$VIP" --port "$1"; }
 flow_state() {
   slr_json flows -n 100000 | json_get - "next((f['state'] for f in d['flows'] if f['src'] == '$CLI_ADDR:$1'), 'none')"
 }

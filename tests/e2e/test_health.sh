@@ -107,25 +107,17 @@ assert_flow_host "the download (client port $PD) runs on host2" host2 "$PD"
 
 # The prober: a new connection every 20 ms, one line per attempt:
 # "<epoch seconds> <body or fail:ERROR>".
-ns cli "$PY" -u - "$VIP" "$RUN_DIR/probe.stop" >"$RUN_DIR/probe.out" 2>"$RUN_DIR/probe.err" <<'PYEOF' &
-import os, socket, sys, time
+ns cli "$PY" -u - "$VIP" "$RUN_DIR/probe.stop" "$_E2E_LIB_DIR" >"$RUN_DIR/probe.out" 2>"$RUN_DIR/probe.err" <<'PYEOF' &
+import os, sys, time
 vip, stop = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from http10 import get
 end = time.time() + 60
 while time.time() < end and not os.path.exists(stop):
     t = time.time()
     try:
-        s = socket.create_connection((vip, 80), timeout=1)
-        s.settimeout(1)
-        s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-        buf = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            buf += d
-        s.close()
-        head, _, body = buf.partition(b"\r\n\r\n")
-        res = body.strip().decode() if head.startswith(b"HTTP/1.0 200") else "fail:status"
+        ok, body = get(vip, timeout=1)
+        res = body if ok else "fail:status"
     except Exception as e:
         res = "fail:" + type(e).__name__
     print("%.6f %s" % (t, res or "fail:empty"), flush=True)

@@ -25,27 +25,7 @@ timeouts0=$(counter net "d['shortcut']['hold_timeouts']")
 # One HTTP/1.0 request from CLI_ADDR:PORT.  The client closes with an RST
 # (SO_LINGER 0): it must never sit in TIME_WAIT, or the next round could not
 # bind the same port (curl closing before the server's FIN would do that).
-request_from_port() {
-  ns cli "$PY" - "$CLI_ADDR" "$PORT" "$VIP" <<'PYEOF'
-import socket, struct, sys
-src, port, vip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.bind((src, port))
-s.settimeout(10)
-s.connect((vip, 80))
-s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-data = b""
-while True:
-    c = s.recv(65536)
-    if not c:
-        break
-    data += c
-s.close()
-print(data.split(b"\r\n\r\n", 1)[1].decode().strip())
-PYEOF
-}
+request_from_port() { ns cli "$PY" "$HTTP10" "$VIP" --src "$CLI_ADDR" --port "$PORT" --rst --timeout 10; }
 for ((r = 1; r <= ROUNDS; r++)); do
   body=$(request_from_port 2>&1)
   if [[ " ${HIER_HOSTS[*]} " == *" $body "* ]]; then ok "round $r: request from port $PORT answered by $body"
