@@ -774,10 +774,9 @@ bool Worker::connectionEnded(const FlowEntry& e) const {
   // The kernel forwards a fast-path flow's FIN; it hands a SYN after one up
   // (the BPF program's find_flow).  One map lookup, for a SYN on a known
   // 5-tuple only.  A copy (packets == 0) is not this worker's to ask about.
-  if (!(e.flags & kFastPath) || e.packets == 0 || opts_.fast_path == nullptr) return false;
-  auto act = opts_.fast_path->activity(e.key);
-  return act.ok() && act.value().has_value() &&
-         (act.value()->tcp_flags & (FlowTable::kTcpFin | FlowTable::kTcpRst)) != 0;
+  if (e.packets == 0) return false;
+  auto a = kernelActivity(e);
+  return a && (a->tcp_flags & (FlowTable::kTcpFin | FlowTable::kTcpRst)) != 0;
 }
 
 void Worker::retire(const FlowEntry& e, uint32_t now_ms) {
@@ -1129,7 +1128,23 @@ FlowState stateAfter(const FlowKey& key, FlowState s, const FastPathActivity& a)
   if (a.packets > 0 && s == FlowState::kTcpSyn) return FlowState::kTcpEstablished;
   return s;
 }
+
+// The entry as the kernel saw it too: its later last-seen time, and the
+// state its FIN/RST or forwarded packets imply.
+void foldKernel(FlowEntry& e, const FastPathActivity& a) {
+  if (int32_t(a.last_seen_ms - e.last_seen_ms) > 0) e.last_seen_ms = a.last_seen_ms;
+  e.state = stateAfter(e.key, e.state, a);
+}
 }  // namespace
+
+// What the kernel fast path did with a fast-path entry's flow (one bpf
+// lookup); nullopt when it is not in the kernel map.
+std::optional<FastPathActivity> Worker::kernelActivity(const FlowEntry& e) const {
+  if (!(e.flags & kFastPath) || opts_.fast_path == nullptr) return std::nullopt;
+  auto act = opts_.fast_path->activity(e.key);
+  if (!act.ok()) return std::nullopt;
+  return act.value();
+}
 
 // For `slrctl flows`: what the kernel forwarded of this flow since it was
 // installed (one bpf call per listed flow, on request only).
@@ -1156,12 +1171,9 @@ bool Worker::onExpiry(void* self, FlowEntry& e, uint32_t now_ms) {
   // Neither its activity nor its removal belong to the copy.
   const bool in_kernel = (e.flags & kFastPath) && e.packets > 0 && w->opts_.fast_path != nullptr;
   if (in_kernel) {
-    auto act = w->opts_.fast_path->activity(e.key);
-    if (act.ok() && act.value().has_value()) {
-      const FastPathActivity& a = *act.value();
-      if (int32_t(a.last_seen_ms - e.last_seen_ms) > 0) e.last_seen_ms = a.last_seen_ms;
+    if (auto a = w->kernelActivity(e)) {
       const FlowState before = e.state;
-      e.state = stateAfter(e.key, e.state, a);
+      foldKernel(e, *a);
       if (before == FlowState::kTcpSyn && e.state == FlowState::kTcpEstablished &&
           !w->table_->isExpired(e, now_ms))
         w->sync(e, proto::SyncOp::kUpsert, now_ms);
@@ -1263,13 +1275,10 @@ FlowRecord Worker::record(const FlowEntry& e, uint32_t now_ms) const {
 // lookup per such entry, on request only.
 bool Worker::liveNow(const FlowEntry& e, uint32_t now_ms) const {
   if (!table_->isExpired(e, now_ms)) return true;
-  if (!(e.flags & kFastPath) || opts_.fast_path == nullptr) return false;
-  auto act = opts_.fast_path->activity(e.key);
-  if (!act.ok() || !act.value().has_value()) return false;
-  const FastPathActivity& a = *act.value();
+  auto a = kernelActivity(e);
+  if (!a) return false;
   FlowEntry merged = e;
-  if (int32_t(a.last_seen_ms - merged.last_seen_ms) > 0) merged.last_seen_ms = a.last_seen_ms;
-  merged.state = stateAfter(merged.key, merged.state, a);
+  foldKernel(merged, *a);
   return !table_->isExpired(merged, now_ms);
 }
 

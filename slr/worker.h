@@ -262,6 +262,7 @@ class Worker {
   uint32_t nowMs() const;
   void installFastPath(FlowEntry& e, uint16_t vip, uint16_t via = kNoNextHop);
   bool liveNow(const FlowEntry& e, uint32_t now_ms) const;
+  std::optional<FastPathActivity> kernelActivity(const FlowEntry& e) const;
   // counted: the flow was added to the kernel map before (not a copy).
   void reinstallFastPath(FlowEntry& e, uint16_t vip, bool counted);
   void withdrawFromFastPath(const ForwardingSnapshot& old);
