@@ -647,6 +647,7 @@ slr_avail() {
   slr_get hosts "(lambda v: 'true' if all(v) else 'false' if not any(v) else 'mixed')(
     [x for s in host('$1')['subnets'] for x in (bool(s.get('available')), bool(s.get('eligible')))])"
 }
+avail_is() { [[ "$(slr_avail "$1" 2>/dev/null)" == "$2" ]]; }   # HOST true|false|mixed
 hosts_up()   { local h; for h in "$@"; do host_is "$h" up || return 1; done; }
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,6 @@ bring_up 2
 drainctl()   { "$SLRCTL" "$@" --socket "$SLR_SOCK"; }
 drained_of() { slr_get hosts "host('$1').get('drained')"; }
 flows_of()   { slr_get hosts "host('$1').get('flows')"; }
-avail_is()   { [[ "$(slr_avail "$1" 2>/dev/null)" == "$2" ]]; }
 h1_requests() { grep -c '"GET / HTTP' "$RUN_DIR/http1.log" 2>/dev/null || true; }
 flows_zero() { [[ "$(flows_of "$1")" == 0 ]]; }
 

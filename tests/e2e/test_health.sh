@@ -62,8 +62,6 @@ while True:
 }
 start_listener
 
-avail() { slr_avail "$1"; }
-avail_is()    { [[ "$(avail "$1" 2>/dev/null)" == "$2" ]]; }
 # misrouted GOOD: for each tally request not served by GOOD, what the SLR's
 # flow table says of its client port (diagnostics for a failed assertion).
 misrouted() {

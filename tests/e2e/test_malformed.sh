@@ -25,17 +25,9 @@ S0=$RUN_DIR/status0.json
 slr_json status >"$S0" || die "status before injection"
 before() { json_get "$S0" "$1"; }
 
-ns slr "$PY" - slr0 "$K" "$VIP" <<'EOF' || die "injector ran"
+ns_py_raw slr slr0 "$K" "$VIP" <<'EOF' || die "injector ran"
 import socket, struct, sys
 ifname, k, vip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return (~s) & 0xffff
 
 def tcp_syn():
     # sport 40000, dport 80, seq 1, data offset 5, SYN; L4 checksum irrelevant here
